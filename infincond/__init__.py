@@ -1,0 +1,26 @@
+"""InFiConD: distil any image classifier into a small, readable concept-based student.
+
+Example::
+
+    run = infincond.run_distillation("teacher-repo", "dataset-repo", "openai/clip-vit-base-patch32")
+    print(run.metrics.summary())
+"""
+
+from .concepts import ConceptCorpus, ConceptEncoder, concept_presence
+from .data import DataConfig, ImageSource, load_image_source
+from .distill import Constraints, DistillConfig, LinearStudent, distill, fit
+from .errors import ColumnDetectionError, ConfigError, ConstraintError, InfinconError, LoadError
+from .features import ExtractConfig, FeatureSet, extract_features
+from .metrics import Metrics, evaluate, evaluate_student
+from .pipeline import DistillationRun, run_distillation
+from .student import ConceptStudent
+from .teacher import Teacher
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ColumnDetectionError", "ConceptCorpus", "ConceptEncoder", "ConceptStudent", "ConfigError", "ConstraintError",
+    "Constraints", "DataConfig", "DistillConfig", "DistillationRun", "ExtractConfig", "FeatureSet", "ImageSource",
+    "InfinconError", "LinearStudent", "LoadError", "Metrics", "Teacher", "concept_presence", "distill", "evaluate",
+    "evaluate_student", "extract_features", "fit", "load_image_source", "run_distillation",
+]

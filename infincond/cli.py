@@ -1,0 +1,117 @@
+"""Command line: ``infincond distill --teacher T --dataset D --encoder E --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import InfinconError
+
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="Distil a teacher into a concept student and save it.")
+    p.add_argument("--teacher", required=True, help="Hub repo id or local folder of an image classifier.")
+    p.add_argument("--dataset", required=True, help="Hub dataset id, image folder, data file or save_to_disk folder.")
+    p.add_argument("--encoder", required=True, help="Hub repo id or local folder of a CLIP-style dual encoder.")
+    p.add_argument("--out", required=True, help="Folder to write the student into.")
+    p.add_argument("--corpus", default=None, help="Concept file (one per line); default: the built-in corpus.")
+    p.add_argument("--extra-concepts", default=None, help="Comma-separated concepts added to the corpus.")
+    p.add_argument("--samples", type=int, default=1000, help="Images to sample (default 1000; 0 = all).")
+    p.add_argument("--nec", type=int, default=5, help="Effective concepts per class (default 5).")
+    p.add_argument("--method", choices=("kd", "bce_ensemble"), default="kd")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--ensemble", type=int, default=None, help="Bootstrap members (default 1 for kd, 20 for bce).")
+    p.add_argument("--config", dest="config_name", default=None, help="Dataset configuration name.")
+    p.add_argument("--split", default=None, help="Dataset split (default: train, else the first).")
+    p.add_argument("--image-column", default="auto")
+    p.add_argument("--label-column", default="auto", help="'auto', a column name, or 'none' for no labels.")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--template", default="a photo of {}.")
+    p.add_argument("--region-mode", choices=("auto", "dense", "grid", "whole"), default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cache-dir", default=None, help="Feature cache (default $INFINCOND_CACHE or ~/.cache/infincond).")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_distill)
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from .concepts.corpus import ConceptCorpus
+    from .data import DataConfig
+    from .distill import DistillConfig
+    from .features import ExtractConfig
+    from .pipeline import run_distillation
+
+    corpus = ConceptCorpus.resolve(args.corpus)
+    if args.extra_concepts:
+        corpus = corpus + ConceptCorpus.from_list(args.extra_concepts.split(","), source="cli")
+    data = DataConfig(dataset=args.dataset, config_name=args.config_name, split=args.split,
+                      image_column=args.image_column, label_column=args.label_column,
+                      samples=args.samples or None, val_fraction=args.val_fraction, seed=args.seed)
+    run = run_distillation(
+        args.teacher, data, args.encoder, corpus,
+        extract=ExtractConfig(template=args.template, region_mode=args.region_mode, batch_size=args.batch_size),
+        distill_config=DistillConfig(method=args.method, nec=args.nec, temperature=args.temperature,
+                                     ensemble=args.ensemble, seed=args.seed),
+        cache_dir=args.cache_dir, device=args.device,
+    )
+    out = Path(args.out)
+    run.student.save_pretrained(out)
+    m = run.metrics
+    (out / "metrics.json").write_text(json.dumps(m.to_dict(), indent=1))
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    print(f"\nValidation ({m.n_images} images, {m.n_labelled} labelled):")
+    print(f"  fidelity          {pct(m.fidelity)}")
+    print(f"  KL to teacher     {m.kl:.4f}")
+    print(f"  student accuracy  {pct(m.student_accuracy)}")
+    print(f"  teacher accuracy  {pct(m.teacher_accuracy)}")
+    print(f"  NEC per class     {m.nec:.1f}  (max {int(m.nec_per_class.max())})")
+    print(f"  disagreements     {len(m.disagreement_ids)}")
+    print(f"Student written to {out}")
+    return 0
+
+
+def _add_example(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("example", help="Build tiny local repos (teacher, encoder, dataset) and distil them.")
+    p.add_argument("--out", default="artifacts/example", help="Folder for the repos and the student.")
+    p.set_defaults(func=_example)
+
+
+def _example(args: argparse.Namespace) -> int:
+    """A self-contained, offline run of the whole pipeline on tiny real models built from configs."""
+    from .testing import COLOURS, SHAPES, build_tiny_clip, build_tiny_teacher, make_shapes_dataset
+
+    root = Path(args.out)
+    classes = ("red", "green", "blue")
+    words = [*COLOURS, *SHAPES]
+    build_tiny_clip(root / "encoder", words)
+    build_tiny_teacher(root / "teacher", classes)
+    make_shapes_dataset(200, classes=classes).save_to_disk(str(root / "dataset"))
+    print(f"Tiny repos written under {root}; distilling...")
+    return main(["distill", "--teacher", str(root / "teacher"), "--dataset", str(root / "dataset"),
+                 "--encoder", str(root / "encoder"), "--extra-concepts", ",".join(words), "--samples", "200",
+                 "--nec", "3", "--out", str(root / "student"), "--cache-dir", str(root / "cache")])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infincond", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_distill(sub)
+    _add_example(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InfinconError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

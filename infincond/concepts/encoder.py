@@ -1,0 +1,231 @@
+"""ConceptEncoder: any CLIP-style dual encoder from the Hub, giving text embeddings and, for images,
+one embedding per region (the whole image first) from a single forward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import ConfigError, LoadError
+from ..hub import loading, model_revision
+
+REGION_MODES = ("auto", "dense", "grid", "whole")
+
+
+@dataclass
+class RegionEmbeddings:
+    """Region embeddings of a batch of images.
+
+    embeddings: (B, R, D) float32, L2-normalised; region 0 is the whole image.
+    boxes: (R, 4) float32, (x0, y0, x1, y1) in [0, 1] on the encoder's square input crop.
+    """
+
+    embeddings: torch.Tensor
+    boxes: np.ndarray
+
+
+def _pooled(output: object) -> torch.Tensor:
+    """transformers 5 returns a model output from get_*_features; older versions a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def _grid_boxes(rows: int, cols: int) -> np.ndarray:
+    """Boxes of a rows x cols grid, row-major, in [0, 1] coordinates. Shape (rows * cols, 4)."""
+    ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    return np.stack([xs / cols, ys / rows, (xs + 1) / cols, (ys + 1) / rows], -1).reshape(-1, 4).astype(np.float32)
+
+
+class ConceptEncoder:
+    """Wraps a CLIP-style dual encoder (CLIP, SigLIP, ...) loaded with the transformers Auto classes.
+
+    Regions ("dense" mode) are the encoder's own patch tokens, projected into the joint space the way
+    MaskCLIP does for CLIP (the last block's value path instead of its attention) and through the
+    attention-pooling head for SigLIP, all inside the one forward pass that also gives the whole-image
+    embedding. "grid" mode embeds a grid of crops (any dual encoder); "whole" keeps only the image.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: object,
+        repo_id: str,
+        revision: str,
+        region_mode: str = "auto",
+        grid_size: int = 2,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.model = model.eval().to(device)
+        self.processor = processor
+        self.repo_id = repo_id
+        self.revision = revision
+        self.device = torch.device(device)
+        self.grid_size = grid_size
+        self.family = self._detect_family()
+        if region_mode not in REGION_MODES:
+            raise ConfigError(f"region_mode must be one of {REGION_MODES}, not {region_mode!r}.")
+        if region_mode == "auto":
+            region_mode = "dense" if self.family != "other" else "grid"
+        if region_mode == "dense" and self.family == "other":
+            raise ConfigError(
+                f"Dense patch regions are not supported for {type(model).__name__}; use region_mode='grid'."
+            )
+        self.region_mode = region_mode
+
+    # -- loading ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        ref: str,
+        revision: str | None = None,
+        *,
+        region_mode: str = "auto",
+        grid_size: int = 2,
+        device: str | torch.device | None = None,
+        vision_only: bool = False,
+    ) -> ConceptEncoder:
+        """Load a dual encoder and its processor from a Hub repo id or a local folder.
+
+        ``vision_only`` drops the text tower after loading (a student that carries its concept
+        embeddings never needs it).
+        """
+        from transformers import AutoModel, AutoProcessor
+
+        with loading("concept encoder", ref):
+            model = AutoModel.from_pretrained(ref, revision=revision)
+            processor = AutoProcessor.from_pretrained(ref, revision=revision)
+        if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+            raise LoadError(
+                f"{ref!r} is a {type(model).__name__}, not a dual image-text encoder: "
+                "choose a CLIP-style model (CLIP, SigLIP, ...)."
+            )
+        if vision_only:
+            for name in ("text_model", "text_projection"):
+                if hasattr(model, name):
+                    setattr(model, name, None)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        rev = model_revision(ref, revision, model.config)
+        return cls(model, processor, ref, rev, region_mode=region_mode, grid_size=grid_size, device=device)
+
+    def _detect_family(self) -> str:
+        vision = getattr(self.model, "vision_model", None)
+        if vision is None:
+            return "other"
+        if hasattr(self.model, "visual_projection") and hasattr(vision, "post_layernorm"):
+            layers = getattr(getattr(vision, "encoder", None), "layers", None)
+            if layers and hasattr(layers[-1], "self_attn") and hasattr(layers[-1].self_attn, "v_proj"):
+                return "clip"
+        head = getattr(vision, "head", None)
+        if head is not None and isinstance(getattr(head, "attention", None), torch.nn.MultiheadAttention):
+            return "siglip"
+        return "other"
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension D of the joint embedding space."""
+        cfg = self.model.config
+        return int(getattr(cfg, "projection_dim", None) or cfg.vision_config.hidden_size)
+
+    # -- text ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Text embeddings (K, D), L2-normalised, float32 on the CPU."""
+        if getattr(self.model, "text_model", None) is None:
+            raise ConfigError("This encoder was loaded vision-only; load it with vision_only=False to embed text.")
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        padding = "max_length" if self.family == "siglip" else True
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start : start + batch_size]), padding=padding, truncation=True, return_tensors="pt")
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out.append(F.normalize(_pooled(self.model.get_text_features(**batch)).float(), dim=-1).cpu())
+        return torch.cat(out)
+
+    # -- images -------------------------------------------------------------------------------
+    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Preprocess RGB images with the encoder's own image processor: (B, 3, H, W)."""
+        image_processor = getattr(self.processor, "image_processor", self.processor)
+        return image_processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.device)
+
+    @property
+    def region_boxes(self) -> np.ndarray:
+        """Boxes (R, 4) of the regions this encoder produces, the whole image first."""
+        whole = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
+        if self.region_mode == "whole":
+            return whole
+        if self.region_mode == "grid":
+            return np.concatenate([whole, _grid_boxes(self.grid_size, self.grid_size)])
+        side = self._patch_grid_side()
+        return np.concatenate([whole, _grid_boxes(side, side)])
+
+    def _patch_grid_side(self) -> int:
+        cfg = self.model.config.vision_config if hasattr(self.model.config, "vision_config") else self.model.config
+        return int(cfg.image_size) // int(cfg.patch_size)
+
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Whole-image embeddings (B, D), L2-normalised (the baseline without regions)."""
+        return F.normalize(_pooled(self.model.get_image_features(pixel_values=self.pixel_values(images))).float(), dim=-1)
+
+    @torch.inference_mode()
+    def encode_regions(self, images: Sequence[Image.Image]) -> RegionEmbeddings:
+        """Region embeddings of RGB images: whole image first, then patches or grid crops."""
+        if self.region_mode == "whole":
+            embeddings = self.encode_images(images)[:, None]
+        elif self.region_mode == "grid":
+            embeddings = self._grid_regions(images)
+        elif self.family == "clip":
+            embeddings = self._clip_dense(self.pixel_values(images))
+        else:
+            embeddings = self._siglip_dense(self.pixel_values(images))
+        return RegionEmbeddings(embeddings.float(), self.region_boxes)
+
+    def _grid_regions(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        g = self.grid_size
+        crops: list[Image.Image] = []
+        for image in images:
+            w, h = image.size
+            side = min(w, h)  # the square the encoder's centre crop sees
+            x0, y0 = (w - side) / 2, (h - side) / 2
+            crops.append(image)
+            for x_a, y_a, x_b, y_b in _grid_boxes(g, g):
+                crops.append(image.crop((x0 + x_a * side, y0 + y_a * side, x0 + x_b * side, y0 + y_b * side)))
+        flat = self.encode_images(crops)
+        return flat.reshape(len(images), 1 + g * g, -1)
+
+    def _clip_dense(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        vision = self.model.vision_model
+        last = vision.encoder.layers[-1]
+        captured: dict[str, torch.Tensor] = {}
+
+        def grab(_module, args, kwargs):
+            captured["x"] = args[0] if args else kwargs["hidden_states"]
+
+        handle = last.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            pooled = _pooled(self.model.get_image_features(pixel_values=pixel_values))
+        finally:
+            handle.remove()
+        x = captured["x"][:, 1:]  # patch tokens entering the last block
+        # MaskCLIP: the value path of the last block (no query-key mixing), keeping its residual and MLP.
+        x = x + last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(x)))
+        x = x + last.mlp(last.layer_norm2(x))
+        patches = self.model.visual_projection(vision.post_layernorm(x))
+        return F.normalize(torch.cat([pooled[:, None], patches], 1).float(), dim=-1)
+
+    def _siglip_dense(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        vision = self.model.vision_model
+        out = vision(pixel_values=pixel_values)
+        tokens = out.last_hidden_state  # already post-layernormed, as the head sees them
+        head = vision.head
+        dim = tokens.shape[-1]
+        attn = head.attention
+        # Attention pooling over a single token reduces to its value path and the output projection.
+        value = F.linear(tokens, attn.in_proj_weight[2 * dim :], attn.in_proj_bias[2 * dim :])
+        x = attn.out_proj(value)
+        x = x + head.mlp(head.layernorm(x))
+        return F.normalize(torch.cat([out.pooler_output[:, None], x], 1).float(), dim=-1)

@@ -1,0 +1,33 @@
+"""Region-level concept presence: a concept's score is its best cosine over the image's regions,
+clipped at 0, and the region that gave it is kept for localisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+@torch.inference_mode()
+def concept_presence(region_embeddings: torch.Tensor, concept_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Presence scores of K concepts in B images.
+
+    region_embeddings: (B, R, D), L2-normalised. concept_embeddings: (K, D), L2-normalised.
+    Returns ``scores`` (B, K) float32 in [0, 1] = max_r max(cos(region r, concept k), 0), and
+    ``best_region`` (B, K) int64, the arg-max region (0 = whole image).
+    """
+    sims = torch.einsum("brd,kd->bkr", region_embeddings.float(), concept_embeddings.to(region_embeddings.device).float())
+    scores, best_region = sims.max(dim=-1)
+    return scores.clamp_min_(0.0), best_region
+
+
+def box_on_image(box: np.ndarray, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Map a region box from the encoder's centred square crop to pixel coordinates of the original image.
+
+    box: (4,) (x0, y0, x1, y1) in [0, 1]. image_size: (width, height). CLIP-style processors resize
+    the short side and crop the centre square, so that square is what the box refers to.
+    """
+    width, height = image_size
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (left + x0 * side, top + y0 * side, left + x1 * side, top + y1 * side)

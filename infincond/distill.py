@@ -1,0 +1,370 @@
+"""Distillation: fit a sparse linear student over standardised concept scores that mimics a teacher.
+
+Two recipes:
+
+* ``"kd"`` (default): softmax knowledge distillation (KL to the teacher at temperature T) with L1,
+  solved full-batch by FISTA with adaptive restart. A target number of effective concepts per class
+  (``nec``) is met exactly: an L1 path picks each class's support, then the student is refitted on it
+  (no shrinkage bias). An optional bootstrap ensemble gives the mean student and per-weight spread.
+* ``"bce_ensemble"``: the seed paper's recipe, k=20 linear models, per-class binary cross-entropy against
+  the teacher's probabilities, L1 with lambda=1e-4, averaged.
+
+Box constraints (lower/upper bound per weight, equal bounds = fixed) hold exactly in both.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .errors import ConfigError, ConstraintError
+
+METHODS = ("kd", "bce_ensemble")
+
+
+@dataclass
+class DistillConfig:
+    """Settings of a distillation; every default lives here.
+
+    ``nec``: effective (non-zero) concepts per class for "kd"; None fits with the fixed ``l1`` instead.
+    ``l1``: L1 strength (mean loss units); default 1e-4 for "bce_ensemble", 1e-3 for "kd" without nec.
+    ``ensemble``: bootstrap members (None: 1 for "kd", 20 for "bce_ensemble").
+    """
+
+    method: str = "kd"
+    nec: int | None = 5
+    temperature: float = 1.0
+    l1: float | None = None
+    l2: float = 1e-4
+    ensemble: int | None = None
+    path_steps: int = 24
+    path_min_ratio: float = 1e-3
+    path_iter: int = 60
+    max_iter: int = 400
+    tol: float = 1e-5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, not {self.method!r}.")
+        if self.nec is not None and self.nec < 1:
+            raise ConfigError("nec (effective concepts per class) must be at least 1, or None.")
+        if self.temperature <= 0:
+            raise ConfigError("temperature must be positive.")
+        if self.ensemble is not None and self.ensemble < 1:
+            raise ConfigError("ensemble must be at least 1.")
+
+    @property
+    def members(self) -> int:
+        return self.ensemble or (20 if self.method == "bce_ensemble" else 1)
+
+    @property
+    def l1_strength(self) -> float:
+        return self.l1 if self.l1 is not None else (1e-4 if self.method == "bce_ensemble" else 1e-3)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Constraints:
+    """Bounds on each student weight (C, K), in the standardised-score space; -inf/inf where free."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @classmethod
+    def free(cls, num_classes: int, num_concepts: int) -> Constraints:
+        return cls(np.full((num_classes, num_concepts), -np.inf), np.full((num_classes, num_concepts), np.inf))
+
+    def copy(self) -> Constraints:
+        return Constraints(self.lower.copy(), self.upper.copy())
+
+    @property
+    def fixed(self) -> np.ndarray:
+        """(C, K) bool: weights whose bounds are equal."""
+        return self.lower == self.upper
+
+    @property
+    def forced_nonzero(self) -> np.ndarray:
+        """(C, K) bool: weights whose bounds exclude zero; they always belong to the support."""
+        return (self.lower > 0) | (self.upper < 0)
+
+    def validate(self, num_classes: int, num_concepts: int) -> None:
+        if self.lower.shape != (num_classes, num_concepts) or self.upper.shape != (num_classes, num_concepts):
+            raise ConstraintError(
+                f"Constraints have shape {self.lower.shape}/{self.upper.shape}, the student ({num_classes}, {num_concepts})."
+            )
+        if np.isnan(self.lower).any() or np.isnan(self.upper).any():
+            raise ConstraintError("Constraint bounds must not be NaN.")
+        bad = np.argwhere(self.lower > self.upper)
+        if len(bad):
+            c, k = bad[0]
+            raise ConstraintError(
+                f"Contradictory constraints on weight (class {c}, concept {k}): lower bound "
+                f"{self.lower[c, k]:.4g} > upper bound {self.upper[c, k]:.4g}. Restore one of them first."
+            )
+
+    def holds(self, weight: np.ndarray, atol: float = 0.0) -> bool:
+        """Whether ``weight`` (C, K) lies inside every bound."""
+        return bool(np.all(weight >= self.lower - atol) and np.all(weight <= self.upper + atol))
+
+
+@dataclass
+class LinearStudent:
+    """A fitted linear student: logits = ((scores - score_mean) / score_std) @ weight.T + bias.
+
+    weight (C, K), bias (C,), score_mean / score_std (K,); weight_std (C, K) is the bootstrap spread
+    (None without an ensemble).
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    score_mean: np.ndarray
+    score_std: np.ndarray
+    config: DistillConfig
+    weight_std: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    def standardise(self, concept_scores: np.ndarray) -> np.ndarray:
+        return (concept_scores - self.score_mean) / self.score_std
+
+    def logits(self, concept_scores: np.ndarray) -> np.ndarray:
+        """Student logits (N, C) for concept scores (N, K)."""
+        return (self.standardise(concept_scores) @ self.weight.T + self.bias).astype(np.float32)
+
+    @property
+    def nec_per_class(self) -> np.ndarray:
+        """Effective concepts (non-zero weights) per class, (C,)."""
+        return np.count_nonzero(self.weight, axis=1)
+
+    @property
+    def nec(self) -> float:
+        """Mean effective concepts per class."""
+        return float(self.nec_per_class.mean())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Losses: each returns (loss, grad wrt logits) for logits (N, C), with optional sample weights (N,).
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of (N, C) logits at a temperature."""
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _kd_loss(target: torch.Tensor, temperature: float) -> tuple[Callable, float]:
+    log_target = torch.log(target.clamp_min(1e-12))
+
+    def loss(z: torch.Tensor, w: torch.Tensor) -> tuple[float, torch.Tensor]:
+        log_p = torch.log_softmax(z / temperature, dim=1)
+        per_row = (target * (log_target - log_p)).sum(1)
+        grad = (log_p.exp() - target) * (w[:, None] / temperature)
+        return float((per_row * w).sum()), grad
+
+    return loss, 0.5 / temperature**2
+
+
+def _bce_loss(target: torch.Tensor) -> tuple[Callable, float]:
+    def loss(z: torch.Tensor, w: torch.Tensor) -> tuple[float, torch.Tensor]:
+        per = torch.nn.functional.binary_cross_entropy_with_logits(z, target, reduction="none").sum(1)
+        return float((per * w).sum()), (torch.sigmoid(z) - target) * w[:, None]
+
+    return loss, 0.25
+
+
+def _largest_sq_singular(x: torch.Tensor, iters: int = 30) -> float:
+    """sigma_max(x)^2 by power iteration on x^T x."""
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(x.shape[1], generator=gen, dtype=x.dtype)
+    v /= v.norm()
+    for _ in range(iters):
+        u = x.T @ (x @ v)
+        v = u / u.norm().clamp_min(1e-12)
+    return float((x @ v).square().sum())
+
+
+def _prox(v: torch.Tensor, threshold: float, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """Prox of threshold*|w| plus the box [lower, upper]: soft-threshold then clip (exact, separable 1-D)."""
+    if threshold > 0:
+        v = torch.sign(v) * (v.abs() - threshold).clamp_min(0.0)
+    return torch.maximum(torch.minimum(v, upper), lower)
+
+
+class _Problem:
+    """One smooth loss over standardised scores with sample weights; FISTA solves it with L1 + box."""
+
+    def __init__(self, x: torch.Tensor, loss: Callable, curvature: float, l2: float, sample_weight: torch.Tensor,
+                 sq_singular: float) -> None:
+        self.x, self.loss, self.l2, self.w = x, loss, l2, sample_weight
+        n = x.shape[0]
+        # Lipschitz constant of the gradient wrt (W, b): curvature * sigma_max([X 1] diag(w))^2 + l2.
+        scale = float(sample_weight.max()) * n
+        self.lipschitz = 1.05 * curvature * max(sq_singular, n) * scale / n + l2
+
+    def value_grad(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+        z = self.x @ weight.T + bias
+        value, gz = self.loss(z, self.w)
+        grad_w = gz.T @ self.x + self.l2 * weight
+        return value + 0.5 * self.l2 * float(weight.square().sum()), grad_w, gz.sum(0)
+
+    def fista(self, weight: torch.Tensor, bias: torch.Tensor, l1: float, lower: torch.Tensor, upper: torch.Tensor,
+              max_iter: int, tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+        step = 1.0 / self.lipschitz
+        weight = _prox(weight, 0.0, lower, upper)
+        y_w, y_b, t = weight.clone(), bias.clone(), 1.0
+        it = 0
+        for it in range(1, max_iter + 1):  # noqa: B007 - the count is returned
+            _, g_w, g_b = self.value_grad(y_w, y_b)
+            new_w = _prox(y_w - step * g_w, step * l1, lower, upper)
+            new_b = y_b - step * g_b
+            # Adaptive restart (O'Donoghue & Candes): drop momentum when it points uphill.
+            if float(((y_w - new_w) * (new_w - weight)).sum() + ((y_b - new_b) * (new_b - bias)).sum()) > 0:
+                t = 1.0
+            t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            momentum = (t - 1.0) / t_next
+            change = float((new_w - weight).norm()) / max(float(new_w.norm()), 1.0)
+            y_w = new_w + momentum * (new_w - weight)
+            y_b = new_b + momentum * (new_b - bias)
+            weight, bias, t = new_w, new_b, t_next
+            if change < tol:
+                break
+        return weight, bias, it
+
+
+def _exact(weight: torch.Tensor, constraints: Constraints) -> np.ndarray:
+    """Weights as float64, clipped to the float64 bounds so that they hold exactly (no float32 round-off)."""
+    return np.clip(weight.numpy().astype(np.float64), constraints.lower, constraints.upper)
+
+
+def _select_support(weight: torch.Tensor, nec: int, forced: torch.Tensor) -> torch.Tensor:
+    """(C, K) bool: each class's ``nec`` largest |weights| (non-zero only), plus the forced ones."""
+    k = min(nec, weight.shape[1])
+    top = torch.topk(weight.abs(), k, dim=1).indices
+    mask = torch.zeros_like(weight, dtype=torch.bool).scatter_(1, top, True) & (weight != 0)
+    return mask | forced
+
+
+def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillConfig | None = None,
+        constraints: Constraints | None = None, init: LinearStudent | None = None,
+        progress: bool = False) -> LinearStudent:
+    """Fit a linear student to the teacher on these rows.
+
+    concept_scores (N, K) float, teacher_logits (N, C) float. ``init``: a previous student to warm-start
+    from; its standardisation and support are kept (the refit the tuning session uses) and no L1 path
+    is run. Returns a :class:`LinearStudent` whose weights satisfy ``constraints`` exactly.
+    """
+    config = config or DistillConfig()
+    start = time.perf_counter()
+    scores = np.asarray(concept_scores, dtype=np.float32)
+    logits = np.asarray(teacher_logits, dtype=np.float32)
+    if scores.ndim != 2 or logits.ndim != 2 or len(scores) != len(logits):
+        raise ConfigError(f"concept_scores {scores.shape} and teacher_logits {logits.shape} must be (N, K) and (N, C).")
+    n, k = scores.shape
+    c = logits.shape[1]
+    constraints = constraints or Constraints.free(c, k)
+    constraints.validate(c, k)
+
+    if init is not None:
+        mean, std = init.score_mean, init.score_std
+    else:
+        mean = scores.mean(0)
+        std = scores.std(0)
+        std = np.where(std < 1e-6, 1.0, std).astype(np.float32)
+    x = torch.from_numpy(((scores - mean) / std).astype(np.float32))
+    lower = torch.from_numpy(constraints.lower.astype(np.float32))
+    upper = torch.from_numpy(constraints.upper.astype(np.float32))
+    forced = torch.from_numpy(constraints.forced_nonzero)
+
+    if config.method == "kd":
+        target = torch.from_numpy(softmax(logits, config.temperature).astype(np.float32))
+        loss, curvature = _kd_loss(target, config.temperature)
+        null_bias = config.temperature * torch.log(target.mean(0).clamp_min(1e-12))
+    else:
+        target = torch.from_numpy(softmax(logits).astype(np.float32))
+        loss, curvature = _bce_loss(target)
+        mean_target = target.mean(0).clamp(1e-6, 1 - 1e-6)
+        null_bias = torch.log(mean_target / (1 - mean_target))
+    sq_singular = _largest_sq_singular(x)
+    uniform = torch.full((n,), 1.0 / n)
+    problem = _Problem(x, loss, curvature, config.l2, uniform, sq_singular)
+    info: dict = {"n_train": n, "lipschitz": problem.lipschitz}
+    rng = np.random.default_rng(config.seed)
+
+    def bootstrap_problem() -> _Problem:
+        counts = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float32)
+        return _Problem(x, loss, curvature, config.l2, torch.from_numpy(counts / n), sq_singular)
+
+    if config.method == "bce_ensemble":
+        members = []
+        bar = tqdm(range(config.members), desc="Fitting ensemble", disable=not progress)
+        for _ in bar:
+            w0 = torch.zeros(c, k)
+            w, b, _ = bootstrap_problem().fista(w0, null_bias.clone(), config.l1_strength, lower, upper,
+                                                config.max_iter, config.tol)
+            members.append((w, b))
+        weights = torch.stack([m[0] for m in members])
+        biases = torch.stack([m[1] for m in members])
+        info["seconds"] = time.perf_counter() - start
+        return LinearStudent(_exact(weights.mean(0), constraints), biases.mean(0).numpy().astype(np.float64),
+                             mean.astype(np.float32), std.astype(np.float32), config, weights.std(0).numpy(), info)
+
+    # --- "kd": choose the support, then refit on it ---------------------------------------------
+    if init is not None:
+        weight = torch.from_numpy(init.weight.astype(np.float32))
+        bias = torch.from_numpy(init.bias.astype(np.float32))
+        support = (weight != 0) | forced if config.nec is not None else None
+        l1 = 0.0 if config.nec is not None else config.l1_strength
+    elif config.nec is not None:
+        weight = _prox(torch.zeros(c, k), 0.0, lower, upper)
+        bias = null_bias.clone()
+        _, grad_w, _ = problem.value_grad(weight, bias)
+        free = ~constraints.fixed
+        lam_max = float(grad_w.abs()[torch.from_numpy(free)].max()) if free.any() else 0.0
+        lambdas = lam_max * np.geomspace(1.0, config.path_min_ratio, config.path_steps)[1:]
+        target_nec = min(config.nec, k)
+        path = []
+        bar = tqdm(lambdas, desc=f"L1 path to NEC={target_nec}", disable=not progress)
+        for lam in bar:
+            weight, bias, iters = problem.fista(weight, bias, float(lam), lower, upper, config.path_iter, config.tol)
+            nnz = (weight != 0).sum(1)
+            path.append({"l1": float(lam), "nec_min": int(nnz.min()), "nec_mean": float(nnz.float().mean()), "iters": iters})
+            if int(nnz.min()) >= target_nec:
+                break
+        info["path"] = path
+        support = _select_support(weight, target_nec, forced)
+        l1 = 0.0
+    else:
+        weight, bias, support, l1 = _prox(torch.zeros(c, k), 0.0, lower, upper), null_bias.clone(), None, config.l1_strength
+
+    if support is not None:
+        # Outside the support a weight is held at 0 (forced weights are always inside it).
+        lower = torch.where(support, lower, torch.zeros_like(lower))
+        upper = torch.where(support, upper, torch.zeros_like(upper))
+    weight, bias, iters = problem.fista(weight, bias, l1, lower, upper, config.max_iter, config.tol)
+    info["refit_iters"] = iters
+    weight_std = None
+    if config.members > 1:
+        members = [bootstrap_problem().fista(weight, bias, l1, lower, upper, config.max_iter, config.tol)[:2]
+                   for _ in tqdm(range(config.members), desc="Bootstrap ensemble", disable=not progress)]
+        stacked = torch.stack([m[0] for m in members])
+        weight, weight_std = stacked.mean(0), stacked.std(0).numpy()
+        bias = torch.stack([m[1] for m in members]).mean(0)
+    info["seconds"] = time.perf_counter() - start
+    return LinearStudent(_exact(weight, constraints), bias.numpy().astype(np.float64), mean.astype(np.float32),
+                         std.astype(np.float32), config, weight_std, info)
+
+
+def distill(features, config: DistillConfig | None = None, constraints: Constraints | None = None,
+            init: LinearStudent | None = None, progress: bool = False) -> LinearStudent:
+    """Fit on the training part of a :class:`~infincond.features.FeatureSet`."""
+    train = ~features.is_val
+    return fit(features.concept_scores[train], features.teacher_logits[train], config, constraints, init, progress)

@@ -1,0 +1,185 @@
+"""ConceptStudent: the distilled student as a Hub-ready module that predicts from raw images.
+
+image -> encoder vision tower -> region embeddings (R, D) -> cosine with the stored concept embeddings
+(K, D) -> max over regions, clip at 0 -> scores (K) -> standardise -> W s + b -> logits (C)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from PIL import Image
+from torch import nn
+
+from .concepts.encoder import ConceptEncoder
+from .concepts.presence import box_on_image, concept_presence
+from .data import to_rgb
+from .distill import DistillConfig, LinearStudent, softmax
+from .errors import ConfigError
+from .features import FeatureSet
+
+
+def _json_clean(value: object) -> object:
+    """Round-trip through JSON so only serialisable values reach the mixin's config.json."""
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+@dataclass
+class Predictions:
+    """Predictions for N images: logits and probabilities (N, C), class ids (N,) and their names."""
+
+    logits: np.ndarray
+    probs: np.ndarray
+    class_ids: np.ndarray
+    class_names: list[str]
+
+
+@dataclass
+class ConceptContribution:
+    """One concept's part in a class score: contribution = weight * standardised presence score."""
+
+    concept: str
+    weight: float
+    score: float
+    contribution: float
+    box: tuple[float, float, float, float]
+
+
+@dataclass
+class Explanation:
+    """Why the student gave ``class_name`` to an image: its probability and top contributing concepts."""
+
+    class_id: int
+    class_name: str
+    prob: float
+    contributions: list[ConceptContribution]
+
+
+class ConceptStudent(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="infincond",
+    pipeline_tag="image-classification",
+    tags=["infincond", "concept-bottleneck", "knowledge-distillation", "interpretability"],
+):
+    """A sparse linear model over concept presence scores. Load with ``from_pretrained`` (strict)."""
+
+    def __init__(self, concepts: list[str], class_names: list[str], embed_dim: int, encoder: dict,
+                 distill: dict | None = None, provenance: dict | None = None) -> None:
+        super().__init__()
+        if not concepts or len(class_names) < 2:
+            raise ConfigError("A student needs at least one concept and two classes.")
+        self.concepts = list(concepts)
+        self.class_names = list(class_names)
+        self.encoder_info = dict(encoder)
+        self.distill_info = dict(distill or {})
+        self.provenance = dict(provenance or {})
+        k, c = len(concepts), len(class_names)
+        self.weight = nn.Parameter(torch.zeros(c, k, dtype=torch.float64), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(c, dtype=torch.float64), requires_grad=False)
+        self.register_buffer("concept_embeddings", torch.zeros(k, embed_dim))
+        self.register_buffer("score_mean", torch.zeros(k))
+        self.register_buffer("score_std", torch.ones(k))
+        self._encoder: ConceptEncoder | None = None
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_linear(cls, linear: LinearStudent, features: FeatureSet, encoder: ConceptEncoder | None = None) -> ConceptStudent:
+        """Wrap a fitted :class:`LinearStudent` with the concepts and encoder reference of its FeatureSet."""
+        prov = features.provenance
+        student = cls(
+            concepts=list(features.concepts),
+            class_names=list(features.class_names),
+            embed_dim=int(features.concept_embeddings.shape[1]),
+            encoder=_json_clean(prov.get("encoder", {})),
+            distill=_json_clean(linear.config.to_dict()),
+            provenance=_json_clean({k: v for k, v in prov.items() if k != "encoder"}),
+        )
+        with torch.no_grad():
+            student.weight.copy_(torch.from_numpy(np.asarray(linear.weight, dtype=np.float64)))
+            student.bias.copy_(torch.from_numpy(np.asarray(linear.bias, dtype=np.float64)))
+            student.concept_embeddings.copy_(torch.from_numpy(features.concept_embeddings))
+            student.score_mean.copy_(torch.from_numpy(np.asarray(linear.score_mean, dtype=np.float32)))
+            student.score_std.copy_(torch.from_numpy(np.asarray(linear.score_std, dtype=np.float32)))
+        student._encoder = encoder
+        return student
+
+    def to_linear(self) -> LinearStudent:
+        """The weights as a :class:`LinearStudent` (for metrics and refits on concept scores)."""
+        return LinearStudent(self.weight.detach().numpy().copy(), self.bias.detach().numpy().copy(),
+                             self.score_mean.numpy().copy(), self.score_std.numpy().copy(),
+                             DistillConfig(**self.distill_info) if self.distill_info else DistillConfig())
+
+    @classmethod
+    def _from_pretrained(cls, *, strict: bool = True, **kwargs):  # strict unless asked otherwise
+        return super()._from_pretrained(strict=strict, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        # A readable copy of the vocabulary beside the weights (the embeddings are in the safetensors).
+        (Path(save_directory) / "concepts.json").write_text(json.dumps(
+            {"concepts": self.concepts, "class_names": self.class_names}, indent=1))
+
+    # -- inference ----------------------------------------------------------------------------
+    @property
+    def encoder(self) -> ConceptEncoder:
+        """The encoder's vision tower, loaded on first use from the recorded repo id and revision."""
+        if self._encoder is None:
+            info = self.encoder_info
+            revision = info.get("revision")
+            if revision is not None and str(revision).startswith("local-"):
+                revision = None  # a local folder's content stamp, not a git revision
+            self._encoder = ConceptEncoder.from_pretrained(
+                info["repo_id"], revision, region_mode=info.get("region_mode", "auto"),
+                grid_size=int(info.get("grid_size", 2)), vision_only=True)
+        return self._encoder
+
+    def set_encoder(self, encoder: ConceptEncoder) -> None:
+        """Use an already loaded encoder (it must be the one the student was distilled with)."""
+        self._encoder = encoder
+
+    def forward(self, concept_scores: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) float64 from concept scores (B, K)."""
+        standardised = (concept_scores.float() - self.score_mean) / self.score_std
+        return standardised.double() @ self.weight.T + self.bias
+
+    @torch.inference_mode()
+    def concept_scores(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Presence scores (B, K) and arg-max regions (B, K) of the student's concepts in raw images."""
+        regions = self.encoder.encode_regions([to_rgb(im) for im in images])
+        scores, best = concept_presence(regions.embeddings, self.concept_embeddings)
+        return scores.cpu().numpy(), best.cpu().numpy()
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[Image.Image] | Image.Image, batch_size: int = 32) -> Predictions:
+        """Class predictions for raw PIL images."""
+        images = [images] if isinstance(images, Image.Image) else list(images)
+        logits = np.concatenate([
+            self(torch.from_numpy(self.concept_scores(images[i : i + batch_size])[0])).numpy()
+            for i in range(0, len(images), batch_size)
+        ]) if images else np.zeros((0, len(self.class_names)))
+        ids = logits.argmax(1)
+        return Predictions(logits, softmax(logits), ids, [self.class_names[i] for i in ids])
+
+    @torch.inference_mode()
+    def explain(self, image: Image.Image, top_k: int = 5, class_id: int | None = None) -> Explanation:
+        """Top contributing concepts to one class (the predicted one by default), with their regions."""
+        scores, best = self.concept_scores([image])
+        logits = self(torch.from_numpy(scores)).numpy()[0]
+        class_id = int(logits.argmax()) if class_id is None else int(class_id)
+        standardised = (scores[0] - self.score_mean.numpy()) / self.score_std.numpy()
+        weights = self.weight[class_id].numpy()
+        contributions = weights * standardised
+        active = np.nonzero(weights)[0]
+        order = active[np.argsort(-np.abs(contributions[active]))][:top_k]
+        boxes = self.encoder.region_boxes
+        size = to_rgb(image).size
+        items = [ConceptContribution(self.concepts[k], float(weights[k]), float(scores[0, k]), float(contributions[k]),
+                                     box_on_image(boxes[best[0, k]], size)) for k in order]
+        return Explanation(class_id, self.class_names[class_id], float(softmax(logits[None])[0, class_id]), items)

@@ -1,0 +1,52 @@
+"""Session fixtures: tiny real models and datasets, built once and loaded by path like Hub repo ids."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests reaches the network
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+
+import pytest  # noqa: E402
+
+from infincond import ConceptCorpus, ConceptEncoder, DataConfig, ImageSource, Teacher, extract_features  # noqa: E402
+from infincond.testing import build_tiny_clip, build_tiny_teacher, make_shapes_dataset  # noqa: E402
+
+CLASSES = ("red", "green", "blue")
+CONCEPTS = ["red", "green", "blue", "circle", "square", "triangle", "white", "dark", "bright", "round"]
+
+
+@pytest.fixture(scope="session")
+def repos(tmp_path_factory):
+    """Paths of a tiny CLIP encoder, a ViT teacher and a saved shapes dataset."""
+    root = tmp_path_factory.mktemp("repos")
+    clip = build_tiny_clip(root / "clip", CONCEPTS)
+    teacher = build_tiny_teacher(root / "teacher", CLASSES)
+    dataset = root / "shapes"
+    make_shapes_dataset(120, classes=CLASSES).save_to_disk(str(dataset))
+    return {"clip": str(clip), "teacher": str(teacher), "dataset": str(dataset), "root": root}
+
+
+@pytest.fixture(scope="session")
+def source(repos):
+    return ImageSource.load(DataConfig(repos["dataset"], samples=100, seed=0))
+
+
+@pytest.fixture(scope="session")
+def teacher(repos, source):
+    return Teacher.from_pretrained(repos["teacher"], dataset_label_names=source.label_names, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def encoder(repos):
+    return ConceptEncoder.from_pretrained(repos["clip"], device="cpu")
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    return ConceptCorpus.from_list(CONCEPTS)
+
+
+@pytest.fixture(scope="session")
+def features(source, teacher, encoder, corpus, tmp_path_factory):
+    return extract_features(source, teacher, encoder, corpus, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)

@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infincond import ConceptStudent, DistillConfig, distill
+
+
+@pytest.fixture(scope="module")
+def student(features, encoder):
+    linear = distill(features, DistillConfig(nec=3))
+    student = ConceptStudent.from_linear(linear, features, encoder)
+    return linear, student
+
+
+def test_predictions_from_raw_images_match_the_feature_pipeline(student, features, source):
+    linear, model = student
+    positions = np.arange(10)
+    preds = model.predict(source.images(positions))
+    np.testing.assert_allclose(preds.logits, linear.logits(features.concept_scores[positions]), rtol=1e-4, atol=1e-5)
+    assert preds.class_names == [features.class_names[i] for i in preds.class_ids]
+    np.testing.assert_allclose(preds.probs.sum(1), 1.0)
+
+
+def test_save_and_load_round_trip_gives_identical_predictions(student, source, tmp_path):
+    _, model = student
+    model.save_pretrained(tmp_path / "student")
+    files = {p.name for p in (tmp_path / "student").iterdir()}
+    assert {"model.safetensors", "config.json", "concepts.json"} <= files
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert config["concepts"] == model.concepts and config["encoder"]["repo_id"] == model.encoder_info["repo_id"]
+    loaded = ConceptStudent.from_pretrained(str(tmp_path / "student"))  # loads the encoder from its recorded path
+    assert loaded.encoder.model.text_model is None  # only the vision tower is needed
+    images = source.images(range(12))
+    np.testing.assert_array_equal(loaded.predict(images).logits, model.predict(images).logits)
+    for name in ("weight", "bias", "concept_embeddings", "score_mean", "score_std"):
+        torch.testing.assert_close(getattr(loaded, name), getattr(model, name), rtol=0, atol=0)
+
+
+def test_loading_is_strict(student, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, model = student
+    folder = tmp_path / "broken"
+    model.save_pretrained(folder)
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["score_std"]
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(RuntimeError, match="score_std"):
+        ConceptStudent.from_pretrained(str(folder))
+
+
+def test_explain_lists_top_concepts_with_regions(student, source):
+    _, model = student
+    image = source.images([4])[0]
+    explanation = model.explain(image, top_k=2)
+    assert explanation.class_id == int(model.predict([image]).class_ids[0])
+    assert 0 < len(explanation.contributions) <= 2
+    contributions = [abs(c.contribution) for c in explanation.contributions]
+    assert contributions == sorted(contributions, reverse=True)
+    weights = model.weight[explanation.class_id].numpy()
+    for item in explanation.contributions:
+        k = model.concepts.index(item.concept)
+        assert item.weight == weights[k] != 0
+        x0, y0, x1, y1 = item.box
+        assert 0 <= x0 < x1 <= image.size[0] and 0 <= y0 < y1 <= image.size[1]
