@@ -151,7 +151,8 @@ class LinearStudent:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Losses: each returns (loss, grad wrt logits) for logits (N, C), with optional sample weights (N,).
+# Losses work on class-major logits (C, N): a softmax over the short class axis is far faster laid out
+# this way. Each returns (loss or None, grad wrt the logits), with sample weights (N,).
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise softmax of (N, C) logits at a temperature."""
@@ -162,21 +163,28 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def _kd_loss(target: torch.Tensor, temperature: float) -> tuple[Callable, float]:
+    """KL(target || softmax(z / T)); ``target`` (C, N)."""
     log_target = torch.log(target.clamp_min(1e-12))
 
-    def loss(z: torch.Tensor, w: torch.Tensor) -> tuple[float, torch.Tensor]:
-        log_p = torch.log_softmax(z / temperature, dim=1)
-        per_row = (target * (log_target - log_p)).sum(1)
-        grad = (log_p.exp() - target) * (w[:, None] / temperature)
-        return float((per_row * w).sum()), grad
+    def loss(z: torch.Tensor, w: torch.Tensor, need_value: bool) -> tuple[float | None, torch.Tensor]:
+        p = torch.softmax(z / temperature, dim=0)
+        value = None
+        if need_value:
+            log_p = torch.log(p.clamp_min(1e-30))
+            value = float(((target * (log_target - log_p)).sum(0) * w).sum())
+        return value, (p - target) * (w / temperature)
 
     return loss, 0.5 / temperature**2
 
 
 def _bce_loss(target: torch.Tensor) -> tuple[Callable, float]:
-    def loss(z: torch.Tensor, w: torch.Tensor) -> tuple[float, torch.Tensor]:
-        per = torch.nn.functional.binary_cross_entropy_with_logits(z, target, reduction="none").sum(1)
-        return float((per * w).sum()), (torch.sigmoid(z) - target) * w[:, None]
+    """Per-class binary cross-entropy of sigmoid(z) against ``target`` (C, N)."""
+    def loss(z: torch.Tensor, w: torch.Tensor, need_value: bool) -> tuple[float | None, torch.Tensor]:
+        value = None
+        if need_value:
+            per = torch.nn.functional.binary_cross_entropy_with_logits(z, target, reduction="none").sum(0)
+            value = float((per * w).sum())
+        return value, (torch.sigmoid(z) - target) * w
 
     return loss, 0.25
 
@@ -210,11 +218,15 @@ class _Problem:
         scale = float(sample_weight.max()) * n
         self.lipschitz = 1.05 * curvature * max(sq_singular, n) * scale / n + l2
 
-    def value_grad(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
-        z = self.x @ weight.T + bias
-        value, gz = self.loss(z, self.w)
-        grad_w = gz.T @ self.x + self.l2 * weight
-        return value + 0.5 * self.l2 * float(weight.square().sum()), grad_w, gz.sum(0)
+    def value_grad(self, weight: torch.Tensor, bias: torch.Tensor, need_value: bool = False
+                   ) -> tuple[float | None, torch.Tensor, torch.Tensor]:
+        """Loss (when asked) and its gradients wrt weight (C, K) and bias (C,)."""
+        z = weight @ self.x.T + bias[:, None]  # (C, N)
+        value, gz = self.loss(z, self.w, need_value)
+        grad_w = gz @ self.x + self.l2 * weight
+        if value is not None:
+            value += 0.5 * self.l2 * float(weight.square().sum())
+        return value, grad_w, gz.sum(1)
 
     def fista(self, weight: torch.Tensor, bias: torch.Tensor, l1: float, lower: torch.Tensor, upper: torch.Tensor,
               max_iter: int, tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -285,13 +297,13 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
     forced = torch.from_numpy(constraints.forced_nonzero)
 
     if config.method == "kd":
-        target = torch.from_numpy(softmax(logits, config.temperature).astype(np.float32))
+        target = torch.from_numpy(softmax(logits, config.temperature).T.astype(np.float32)).contiguous()
         loss, curvature = _kd_loss(target, config.temperature)
-        null_bias = config.temperature * torch.log(target.mean(0).clamp_min(1e-12))
+        null_bias = config.temperature * torch.log(target.mean(1).clamp_min(1e-12))
     else:
-        target = torch.from_numpy(softmax(logits).astype(np.float32))
+        target = torch.from_numpy(softmax(logits).T.astype(np.float32)).contiguous()
         loss, curvature = _bce_loss(target)
-        mean_target = target.mean(0).clamp(1e-6, 1 - 1e-6)
+        mean_target = target.mean(1).clamp(1e-6, 1 - 1e-6)
         null_bias = torch.log(mean_target / (1 - mean_target))
     sq_singular = _largest_sq_singular(x)
     uniform = torch.full((n,), 1.0 / n)
@@ -318,6 +330,12 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
                              mean.astype(np.float32), std.astype(np.float32), config, weights.std(0).numpy(), info)
 
     # --- "kd": choose the support, then refit on it ---------------------------------------------
+    def restricted(columns: torch.Tensor, sample_weight: torch.Tensor = uniform) -> _Problem:
+        """The problem over a subset of concepts (the others held at 0): far cheaper per iteration."""
+        sub = x[:, columns].contiguous()
+        return _Problem(sub, loss, curvature, config.l2, sample_weight, _largest_sq_singular(sub))
+
+    free = torch.from_numpy(~constraints.fixed)
     if init is not None:
         weight = torch.from_numpy(init.weight.astype(np.float32))
         bias = torch.from_numpy(init.bias.astype(np.float32))
@@ -327,16 +345,34 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
         weight = _prox(torch.zeros(c, k), 0.0, lower, upper)
         bias = null_bias.clone()
         _, grad_w, _ = problem.value_grad(weight, bias)
-        free = ~constraints.fixed
-        lam_max = float(grad_w.abs()[torch.from_numpy(free)].max()) if free.any() else 0.0
+        lam_max = float(grad_w.abs()[free].max()) if bool(free.any()) else 0.0
         lambdas = lam_max * np.geomspace(1.0, config.path_min_ratio, config.path_steps)[1:]
         target_nec = min(config.nec, k)
         path = []
+        previous = lam_max
         bar = tqdm(lambdas, desc=f"L1 path to NEC={target_nec}", disable=not progress)
         for lam in bar:
-            weight, bias, iters = problem.fista(weight, bias, float(lam), lower, upper, config.path_iter, config.tol)
+            lam = float(lam)
+            # Strong rules (Tibshirani et al. 2012) guess the working set; KKT checks on all concepts
+            # add any concept they missed, so the path is exact while iterating on few columns.
+            working = (weight != 0).any(0) | forced.any(0) | ((grad_w.abs() * free).amax(0) >= 2 * lam - previous)
+            iters = 0
+            for _ in range(10):
+                columns = torch.nonzero(working).flatten()
+                sub_weight, bias, used = restricted(columns).fista(
+                    weight[:, columns], bias, lam, lower[:, columns], upper[:, columns], config.path_iter, config.tol)
+                iters += used
+                weight = torch.zeros(c, k)
+                weight[:, columns] = sub_weight
+                _, grad_w, _ = problem.value_grad(weight, bias)
+                missed = ((grad_w.abs() > lam * (1 + 1e-3)) & free & (weight == 0)).any(0) & ~working
+                if not bool(missed.any()):
+                    break
+                working |= missed
+            previous = lam
             nnz = (weight != 0).sum(1)
-            path.append({"l1": float(lam), "nec_min": int(nnz.min()), "nec_mean": float(nnz.float().mean()), "iters": iters})
+            path.append({"l1": lam, "nec_min": int(nnz.min()), "nec_mean": float(nnz.float().mean()),
+                         "iters": iters, "working_set": int(working.sum())})
             if int(nnz.min()) >= target_nec:
                 break
         info["path"] = path
@@ -346,18 +382,32 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
         weight, bias, support, l1 = _prox(torch.zeros(c, k), 0.0, lower, upper), null_bias.clone(), None, config.l1_strength
 
     if support is not None:
-        # Outside the support a weight is held at 0 (forced weights are always inside it).
+        # Outside the support a weight is held at 0 (forced weights are always inside it), so the refit
+        # only needs the concepts some class uses.
         lower = torch.where(support, lower, torch.zeros_like(lower))
         upper = torch.where(support, upper, torch.zeros_like(upper))
-    weight, bias, iters = problem.fista(weight, bias, l1, lower, upper, config.max_iter, config.tol)
+        columns = torch.nonzero(support.any(0)).flatten()
+    else:
+        columns = torch.arange(k)
+    refit = restricted(columns) if len(columns) < k else problem
+    sub_weight, bias, iters = refit.fista(weight[:, columns], bias, l1, lower[:, columns], upper[:, columns],
+                                          config.max_iter, config.tol)
     info["refit_iters"] = iters
     weight_std = None
     if config.members > 1:
-        members = [bootstrap_problem().fista(weight, bias, l1, lower, upper, config.max_iter, config.tol)[:2]
-                   for _ in tqdm(range(config.members), desc="Bootstrap ensemble", disable=not progress)]
+        members = []
+        for _ in tqdm(range(config.members), desc="Bootstrap ensemble", disable=not progress):
+            counts = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float32)
+            member = restricted(columns, torch.from_numpy(counts / n))
+            members.append(member.fista(sub_weight, bias, l1, lower[:, columns], upper[:, columns],
+                                        config.max_iter, config.tol)[:2])
         stacked = torch.stack([m[0] for m in members])
-        weight, weight_std = stacked.mean(0), stacked.std(0).numpy()
+        sub_weight = stacked.mean(0)
+        weight_std = np.zeros((c, k), dtype=np.float32)
+        weight_std[:, columns.numpy()] = stacked.std(0).numpy()
         bias = torch.stack([m[1] for m in members]).mean(0)
+    weight = torch.zeros(c, k)
+    weight[:, columns] = sub_weight
     info["seconds"] = time.perf_counter() - start
     return LinearStudent(_exact(weight, constraints), bias.numpy().astype(np.float64), mean.astype(np.float32),
                          std.astype(np.float32), config, weight_std, info)

@@ -86,6 +86,30 @@ def build_tiny_clip(folder: str | os.PathLike, words: Sequence[str] = (), *, ima
     return folder
 
 
+def build_tiny_siglip(folder: str | os.PathLike, words: Sequence[str] = (), *, image_size: int = 32, patch_size: int = 8,
+                      hidden_size: int = 32, layers: int = 2, heads: int = 2, seed: int = 0) -> Path:
+    """Save a small random SiglipModel (attention-pooling head, last-token text pooling) with a processor."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    torch.manual_seed(seed)
+    tokenizer = build_clip_tokenizer(list(words) + ["a photo of"])
+    tokenizer.model_max_length = 16
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    common = {"hidden_size": hidden_size, "intermediate_size": 2 * hidden_size, "num_hidden_layers": layers,
+              "num_attention_heads": heads}
+    config = SiglipConfig(
+        text_config={**common, "vocab_size": len(tokenizer), "max_position_embeddings": 16, "pad_token_id": eos,
+                     "eos_token_id": eos, "bos_token_id": eos},
+        vision_config={**common, "image_size": image_size, "patch_size": patch_size},
+    )
+    model = SiglipModel(config).eval()
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
+    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
 def build_tiny_teacher(folder: str | os.PathLike, class_names: Sequence[str], *, arch: str = "vit", image_size: int = 32,
                        generic_labels: bool = False, seed: int = 0) -> Path:
     """Save a small random image classifier ("vit", "resnet" or "convnext") with its image processor.

@@ -79,3 +79,22 @@ def test_not_a_dual_encoder_is_a_clear_error(repos):
 def test_box_on_image_maps_the_centre_crop():
     assert box_on_image(np.array([0, 0, 1, 1]), (200, 100)) == (50.0, 0.0, 150.0, 100.0)
     assert box_on_image(np.array([0.5, 0.5, 1, 1]), (100, 100)) == (50.0, 50.0, 100.0, 100.0)
+
+
+def test_siglip_dense_regions_go_through_the_pooling_head(tmp_path, source):
+    from infincond.testing import build_tiny_siglip
+
+    path = build_tiny_siglip(tmp_path / "siglip", ["red", "blue"])
+    encoder = ConceptEncoder.from_pretrained(str(path), device="cpu")
+    assert encoder.family == "siglip" and encoder.region_mode == "dense"
+    images = source.images([0, 1])
+    regions = encoder.encode_regions(images).embeddings
+    assert regions.shape == (2, 1 + 16, encoder.embed_dim)
+    vision = encoder.model.vision_model
+    with torch.inference_mode():
+        out = vision(pixel_values=encoder.pixel_values(images))
+        torch.testing.assert_close(regions[:, 0], F.normalize(out.pooler_output, dim=-1))
+        # A head fed one patch token alone pools to exactly that token's dense embedding.
+        single = vision.head(out.last_hidden_state[:, 3:4])
+    torch.testing.assert_close(regions[:, 1 + 3], F.normalize(single, dim=-1), rtol=1e-4, atol=1e-5)
+    assert encoder.encode_text(["a photo of red."]).shape == (1, encoder.embed_dim)
