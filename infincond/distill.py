@@ -152,7 +152,8 @@ class LinearStudent:
 
 # ---------------------------------------------------------------------------------------------------
 # Losses work on class-major logits (C, N): a softmax over the short class axis is far faster laid out
-# this way. Each returns (loss or None, grad wrt the logits), with sample weights (N,).
+# this way. The solver only needs gradients: each loss returns its gradient wrt the logits, with sample
+# weights (N,).
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise softmax of (N, C) logits at a temperature."""
@@ -164,29 +165,18 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def _kd_loss(target: torch.Tensor, temperature: float) -> tuple[Callable, float]:
     """KL(target || softmax(z / T)); ``target`` (C, N)."""
-    log_target = torch.log(target.clamp_min(1e-12))
+    def loss_grad(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return (torch.softmax(z / temperature, dim=0) - target) * (w / temperature)
 
-    def loss(z: torch.Tensor, w: torch.Tensor, need_value: bool) -> tuple[float | None, torch.Tensor]:
-        p = torch.softmax(z / temperature, dim=0)
-        value = None
-        if need_value:
-            log_p = torch.log(p.clamp_min(1e-30))
-            value = float(((target * (log_target - log_p)).sum(0) * w).sum())
-        return value, (p - target) * (w / temperature)
-
-    return loss, 0.5 / temperature**2
+    return loss_grad, 0.5 / temperature**2
 
 
 def _bce_loss(target: torch.Tensor) -> tuple[Callable, float]:
     """Per-class binary cross-entropy of sigmoid(z) against ``target`` (C, N)."""
-    def loss(z: torch.Tensor, w: torch.Tensor, need_value: bool) -> tuple[float | None, torch.Tensor]:
-        value = None
-        if need_value:
-            per = torch.nn.functional.binary_cross_entropy_with_logits(z, target, reduction="none").sum(0)
-            value = float((per * w).sum())
-        return value, (torch.sigmoid(z) - target) * w
+    def loss_grad(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return (torch.sigmoid(z) - target) * w
 
-    return loss, 0.25
+    return loss_grad, 0.25
 
 
 def _largest_sq_singular(x: torch.Tensor, iters: int = 30) -> float:
@@ -210,23 +200,24 @@ def _prox(v: torch.Tensor, threshold: float, lower: torch.Tensor, upper: torch.T
 class _Problem:
     """One smooth loss over standardised scores with sample weights; FISTA solves it with L1 + box."""
 
-    def __init__(self, x: torch.Tensor, loss: Callable, curvature: float, l2: float, sample_weight: torch.Tensor,
+    def __init__(self, x: torch.Tensor, loss_grad: Callable, curvature: float, l2: float, sample_weight: torch.Tensor,
                  sq_singular: float) -> None:
-        self.x, self.loss, self.l2, self.w = x, loss, l2, sample_weight
+        self.x, self.loss_grad, self.l2, self.w = x, loss_grad, l2, sample_weight
+        self.curvature, self.sq_singular = curvature, sq_singular
         n = x.shape[0]
         # Lipschitz constant of the gradient wrt (W, b): curvature * sigma_max([X 1] diag(w))^2 + l2.
         scale = float(sample_weight.max()) * n
         self.lipschitz = 1.05 * curvature * max(sq_singular, n) * scale / n + l2
 
-    def value_grad(self, weight: torch.Tensor, bias: torch.Tensor, need_value: bool = False
-                   ) -> tuple[float | None, torch.Tensor, torch.Tensor]:
-        """Loss (when asked) and its gradients wrt weight (C, K) and bias (C,)."""
+    def reweighted(self, sample_weight: torch.Tensor) -> _Problem:
+        """The same problem with other sample weights (a bootstrap member), sharing x and its norm."""
+        return _Problem(self.x, self.loss_grad, self.curvature, self.l2, sample_weight, self.sq_singular)
+
+    def gradients(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the smooth loss wrt weight (C, K) and bias (C,)."""
         z = weight @ self.x.T + bias[:, None]  # (C, N)
-        value, gz = self.loss(z, self.w, need_value)
-        grad_w = gz @ self.x + self.l2 * weight
-        if value is not None:
-            value += 0.5 * self.l2 * float(weight.square().sum())
-        return value, grad_w, gz.sum(1)
+        gz = self.loss_grad(z, self.w)
+        return gz @ self.x + self.l2 * weight, gz.sum(1)
 
     def fista(self, weight: torch.Tensor, bias: torch.Tensor, l1: float, lower: torch.Tensor, upper: torch.Tensor,
               max_iter: int, tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -235,7 +226,7 @@ class _Problem:
         y_w, y_b, t = weight.clone(), bias.clone(), 1.0
         it = 0
         for it in range(1, max_iter + 1):  # noqa: B007 - the count is returned
-            _, g_w, g_b = self.value_grad(y_w, y_b)
+            g_w, g_b = self.gradients(y_w, y_b)
             new_w = _prox(y_w - step * g_w, step * l1, lower, upper)
             new_b = y_b - step * g_b
             # Adaptive restart (O'Donoghue & Candes): drop momentum when it points uphill.
@@ -311,16 +302,16 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
     info: dict = {"n_train": n, "lipschitz": problem.lipschitz}
     rng = np.random.default_rng(config.seed)
 
-    def bootstrap_problem() -> _Problem:
-        counts = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float32)
-        return _Problem(x, loss, curvature, config.l2, torch.from_numpy(counts / n), sq_singular)
+    def bootstrap_weights() -> torch.Tensor:
+        """Sample weights (N,) of one bootstrap resample: draw counts / N."""
+        return torch.from_numpy(rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float32) / n)
 
     if config.method == "bce_ensemble":
         members = []
         bar = tqdm(range(config.members), desc="Fitting ensemble", disable=not progress)
         for _ in bar:
             w0 = torch.zeros(c, k)
-            w, b, _ = bootstrap_problem().fista(w0, null_bias.clone(), config.l1_strength, lower, upper,
+            w, b, _ = problem.reweighted(bootstrap_weights()).fista(w0, null_bias.clone(), config.l1_strength, lower, upper,
                                                 config.max_iter, config.tol)
             members.append((w, b))
         weights = torch.stack([m[0] for m in members])
@@ -330,10 +321,10 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
                              mean.astype(np.float32), std.astype(np.float32), config, weights.std(0).numpy(), info)
 
     # --- "kd": choose the support, then refit on it ---------------------------------------------
-    def restricted(columns: torch.Tensor, sample_weight: torch.Tensor = uniform) -> _Problem:
+    def restricted(columns: torch.Tensor) -> _Problem:
         """The problem over a subset of concepts (the others held at 0): far cheaper per iteration."""
         sub = x[:, columns].contiguous()
-        return _Problem(sub, loss, curvature, config.l2, sample_weight, _largest_sq_singular(sub))
+        return _Problem(sub, loss, curvature, config.l2, uniform, _largest_sq_singular(sub))
 
     free = torch.from_numpy(~constraints.fixed)
     if init is not None:
@@ -344,7 +335,7 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
     elif config.nec is not None:
         weight = _prox(torch.zeros(c, k), 0.0, lower, upper)
         bias = null_bias.clone()
-        _, grad_w, _ = problem.value_grad(weight, bias)
+        grad_w, _ = problem.gradients(weight, bias)
         lam_max = float(grad_w.abs()[free].max()) if bool(free.any()) else 0.0
         lambdas = lam_max * np.geomspace(1.0, config.path_min_ratio, config.path_steps)[1:]
         target_nec = min(config.nec, k)
@@ -364,7 +355,7 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
                 iters += used
                 weight = torch.zeros(c, k)
                 weight[:, columns] = sub_weight
-                _, grad_w, _ = problem.value_grad(weight, bias)
+                grad_w, _ = problem.gradients(weight, bias)
                 missed = ((grad_w.abs() > lam * (1 + 1e-3)) & free & (weight == 0)).any(0) & ~working
                 if not bool(missed.any()):
                     break
@@ -397,8 +388,7 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
     if config.members > 1:
         members = []
         for _ in tqdm(range(config.members), desc="Bootstrap ensemble", disable=not progress):
-            counts = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float32)
-            member = restricted(columns, torch.from_numpy(counts / n))
+            member = refit.reweighted(bootstrap_weights())
             members.append(member.fista(sub_weight, bias, l1, lower[:, columns], upper[:, columns],
                                         config.max_iter, config.tol)[:2])
         stacked = torch.stack([m[0] for m in members])
