@@ -96,11 +96,64 @@ def _example(args: argparse.Namespace) -> int:
                  "--nec", "3", "--out", str(root / "student"), "--cache-dir", str(root / "cache")])
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="The embedded offline Shapes world: build it, check it, find it.")
+    demo = p.add_subparsers(dest="demo_command", required=True)
+    for name, func, text in (("build", _demo_build, "Build the world's dataset, encoder and teacher repos."),
+                             ("check", _demo_check, "Measure the world's quality figures."),
+                             ("path", _demo_path, "Print where the world's repos are.")):
+        q = demo.add_parser(name, help=text)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--root", default=None, help="World folder (default: in the cache, named by its config).")
+        q.add_argument("--quick", action="store_true", help="A reduced world (tiny splits, a few steps), for tests.")
+        if name == "build":
+            q.add_argument("--force", action="store_true", help="Rebuild even if the world exists.")
+        if name == "check":
+            q.add_argument("--images", type=int, default=600, help="Fresh images for the encoder figures.")
+            q.add_argument("--samples", type=int, default=2000, help="Train images to distil (0 = skip).")
+        q.set_defaults(func=func)
+
+
+def _world_config(args: argparse.Namespace):
+    from .demo import WorldConfig
+
+    return WorldConfig.quick(args.seed) if args.quick else WorldConfig(seed=args.seed)
+
+
+def _demo_build(args: argparse.Namespace) -> int:
+    from .demo import build_world
+
+    world = build_world(_world_config(args), args.root, force=args.force)
+    print(f"Shapes world ({world.manifest['seconds']['total']:.0f} s to build) in {world.root}:")
+    for kind in ("dataset", "encoder", "teacher"):
+        print(f"  {kind:<8} {getattr(world, kind)}")
+    return 0
+
+
+def _demo_check(args: argparse.Namespace) -> int:
+    from .demo import check_world, load_world
+
+    world = load_world(args.root, config=_world_config(args))
+    report = check_world(world, n_images=args.images, distill_samples=args.samples or None)
+    print(report.format())
+    print(f"({report.seconds:.0f} s; saved to {world.root / 'check.json'})")
+    return 0 if all(report.passes().values()) else 1
+
+
+def _demo_path(args: argparse.Namespace) -> int:
+    from .demo import load_world
+
+    world = load_world(args.root, config=_world_config(args), build=False)
+    print(world.root)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infincond", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_distill(sub)
     _add_example(sub)
+    _add_demo(sub)
     return parser
 
 

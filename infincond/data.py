@@ -3,6 +3,8 @@ columns detected from the features, a fixed-seed sample and a fixed train / vali
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -103,6 +105,19 @@ def detect_columns(features: dict, image_column: str = "auto", label_column: str
     return image_column, label_column
 
 
+def _local_cache_dir(folder: Path) -> str:
+    """A datasets cache folder keyed by the local dataset's files (names, sizes, modification times).
+
+    The datasets library keys a local folder's cache on its name and declared configs, not on its files,
+    so a folder rebuilt in place, or another folder with the same name, would be served stale rows."""
+    import datasets
+
+    entries = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    digest = hashlib.sha256(json.dumps([str(folder.resolve()), entries]).encode()).hexdigest()[:16]
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "infincond-local" / digest)
+
+
 def _load_raw(config: DataConfig):
     """Load the dataset object (a ``datasets.Dataset``) the config names."""
     import datasets
@@ -119,7 +134,7 @@ def _load_raw(config: DataConfig):
                     raise LoadError(f"Cannot read {ref!r}: give a folder, or a {sorted(_DATA_FILE_BUILDERS)} file.")
                 loaded = datasets.load_dataset(builder, data_files=str(path))
             else:
-                loaded = datasets.load_dataset(str(path), config.config_name)
+                loaded = datasets.load_dataset(str(path), config.config_name, cache_dir=_local_cache_dir(path))
         else:
             loaded = datasets.load_dataset(ref, config.config_name, revision=config.revision)
     if isinstance(loaded, datasets.DatasetDict):

@@ -44,8 +44,9 @@ class ConceptEncoder:
     """Wraps a CLIP-style dual encoder (CLIP, SigLIP, ...) loaded with the transformers Auto classes.
 
     Regions ("dense" mode) are the encoder's own patch tokens, projected into the joint space the way
-    MaskCLIP does for CLIP (the last block's value path instead of its attention) and through the
-    attention-pooling head for SigLIP, all inside the one forward pass that also gives the whole-image
+    MaskCLIP does for CLIP (the last block's value path instead of its attention), through the
+    attention-pooling head for SigLIP, and the last feature map's cells for convolutional towers that
+    pool it into the image embedding (ALIGN), all inside the one forward pass that also gives the whole-image
     embedding. "grid" mode embeds a grid of crops (any dual encoder); "whole" keeps only the image.
     """
 
@@ -122,6 +123,8 @@ class ConceptEncoder:
         head = getattr(vision, "head", None)
         if head is not None and isinstance(getattr(head, "attention", None), torch.nn.MultiheadAttention):
             return "siglip"
+        if isinstance(getattr(vision, "pooler", None), (torch.nn.AvgPool2d, torch.nn.MaxPool2d)):
+            return "align"  # a convolutional tower whose image embedding pools its last feature map
         return "other"
 
     @property
@@ -164,6 +167,13 @@ class ConceptEncoder:
 
     def _patch_grid_side(self) -> int:
         cfg = self.model.config.vision_config if hasattr(self.model.config, "vision_config") else self.model.config
+        if self.family == "align":
+            if not hasattr(self, "_feature_side"):  # the feature map's side depends on strides and padding
+                size = int(cfg.image_size)
+                with torch.inference_mode():
+                    probe = torch.zeros(1, 3, size, size, device=self.device)
+                    self._feature_side = int(self.model.vision_model(pixel_values=probe).last_hidden_state.shape[-1])
+            return self._feature_side
         return int(cfg.image_size) // int(cfg.patch_size)
 
     @torch.inference_mode()
@@ -179,7 +189,9 @@ class ConceptEncoder:
         elif self.region_mode == "grid":
             embeddings = self._grid_regions(images)
         elif self.family == "clip":
-            embeddings = self._clip_dense(self.pixel_values(images))
+            embeddings = clip_region_embeddings(self.model, self.pixel_values(images))
+        elif self.family == "align":
+            embeddings = align_region_embeddings(self.model, self.pixel_values(images))
         else:
             embeddings = self._siglip_dense(self.pixel_values(images))
         return RegionEmbeddings(embeddings.float(), self.region_boxes)
@@ -197,26 +209,6 @@ class ConceptEncoder:
         flat = self.encode_images(crops)
         return flat.reshape(len(images), 1 + g * g, -1)
 
-    def _clip_dense(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        vision = self.model.vision_model
-        last = vision.encoder.layers[-1]
-        captured: dict[str, torch.Tensor] = {}
-
-        def grab(_module, args, kwargs):
-            captured["x"] = args[0] if args else kwargs["hidden_states"]
-
-        handle = last.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            pooled = _pooled(self.model.get_image_features(pixel_values=pixel_values))
-        finally:
-            handle.remove()
-        x = captured["x"][:, 1:]  # patch tokens entering the last block
-        # MaskCLIP: the value path of the last block (no query-key mixing), keeping its residual and MLP.
-        x = x + last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(x)))
-        x = x + last.mlp(last.layer_norm2(x))
-        patches = self.model.visual_projection(vision.post_layernorm(x))
-        return F.normalize(torch.cat([pooled[:, None], patches], 1).float(), dim=-1)
-
     def _siglip_dense(self, pixel_values: torch.Tensor) -> torch.Tensor:
         vision = self.model.vision_model
         out = vision(pixel_values=pixel_values)
@@ -229,3 +221,39 @@ class ConceptEncoder:
         x = attn.out_proj(value)
         x = x + head.mlp(head.layernorm(x))
         return F.normalize(torch.cat([out.pooler_output[:, None], x], 1).float(), dim=-1)
+
+
+def clip_region_embeddings(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Whole-image and patch embeddings (B, 1 + P, D), L2-normalised, of a CLIPModel in one forward pass.
+
+    Patches follow MaskCLIP: the last block's value path (no query-key mixing), keeping its residual and
+    MLP. Differentiable, so the demo world's encoder is trained on exactly what is measured here.
+    """
+    vision = model.vision_model
+    last = vision.encoder.layers[-1]
+    captured: dict[str, torch.Tensor] = {}
+
+    def grab(_module, args, kwargs):
+        captured["x"] = args[0] if args else kwargs["hidden_states"]
+
+    handle = last.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        pooled = _pooled(model.get_image_features(pixel_values=pixel_values))
+    finally:
+        handle.remove()
+    x = captured["x"][:, 1:]  # patch tokens entering the last block
+    x = x + last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(x)))
+    x = x + last.mlp(last.layer_norm2(x))
+    patches = model.visual_projection(vision.post_layernorm(x))
+    return F.normalize(torch.cat([pooled[:, None], patches], 1).float(), dim=-1)
+
+
+def align_region_embeddings(model: torch.nn.Module, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Whole-image and cell embeddings (B, 1 + h * w, D), L2-normalised unless ``normalize=False``, of a
+    dual encoder whose image embedding pools its last feature map (ALIGN): each cell of the map is a
+    region, row-major, and the image embedding is their mean (or max). Differentiable."""
+    out = model.vision_model(pixel_values=pixel_values)
+    cells = out.last_hidden_state.flatten(2).transpose(1, 2)  # (B, h * w, D)
+    pooled = out.pooler_output.reshape(cells.shape[0], -1)
+    regions = torch.cat([pooled[:, None], cells], 1).float()
+    return F.normalize(regions, dim=-1) if normalize else regions

@@ -1,0 +1,390 @@
+"""The embedded default world: build the three local Hugging Face-format repos (dataset, dual encoder,
+teacher) into a cache folder, find them again, and measure their quality."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .biased_teacher import TeacherTrainConfig, train_teacher
+from .dual_encoder import TEMPLATE, EncoderTrainConfig, patch_coverage, train_dual_encoder
+from .scenes import (
+    BACKGROUNDS,
+    SHAPES,
+    SPLITS,
+    VOCABULARY,
+    SceneConfig,
+    random_scenes,
+    render_many,
+    sample_split,
+    vocabulary_concepts,
+    write_dataset_repo,
+)
+
+FORMAT_VERSION = 1
+MANIFEST = "world.json"
+
+#: Quality the full world must reach (``infincond demo check``).
+THRESHOLDS = {"zero_shot": 0.90, "localisation": 0.80, "teacher_gap": 0.15, "fidelity": 0.90, "nec": 10}
+
+
+@dataclass
+class WorldConfig:
+    """Everything a world is built from; the same config and seed give the same world."""
+
+    seed: int = 0
+    scenes: SceneConfig = field(default_factory=SceneConfig)
+    encoder: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
+    teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> WorldConfig:
+        """A reduced world for tests: the same code and repo layout, tiny splits and a few steps."""
+        return cls(seed=seed,
+                   scenes=SceneConfig(split_sizes={"train": 240, "validation": 60, "test": 48}),
+                   encoder=EncoderTrainConfig(pool_size=128, image_steps=2, text_steps=2, batch_size=32,
+                                              text_batch_size=32, warmup=1),
+                   teacher=TeacherTrainConfig(hidden_sizes=(8, 16), epochs=0.5, batch_size=32))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> WorldConfig:
+        teacher = dict(values["teacher"])
+        teacher["hidden_sizes"] = tuple(teacher["hidden_sizes"])
+        return cls(seed=values["seed"], scenes=SceneConfig(**values["scenes"]),
+                   encoder=EncoderTrainConfig(**values["encoder"]), teacher=TeacherTrainConfig(**teacher))
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps({"format": FORMAT_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+@dataclass
+class World:
+    """A built world: where its repos are, how it was made, and its ground-truth vocabulary.
+
+    ``dataset``, ``encoder`` and ``teacher`` are local repo folders that load like Hub repo ids.
+    """
+
+    root: Path
+    config: WorldConfig
+    manifest: dict
+
+    @property
+    def dataset(self) -> str:
+        return str(self.root / "dataset")
+
+    @property
+    def encoder(self) -> str:
+        return str(self.root / "encoder")
+
+    @property
+    def teacher(self) -> str:
+        return str(self.root / "teacher")
+
+    @property
+    def spurious_class(self) -> str:
+        return self.config.scenes.spurious_class
+
+    @property
+    def spurious_background(self) -> str:
+        return self.config.scenes.spurious_background
+
+    @property
+    def vocabulary(self) -> dict[str, tuple[str, ...]]:
+        """The ground-truth concepts of the world, family by family."""
+        return dict(VOCABULARY)
+
+    @property
+    def concepts(self) -> list[str]:
+        """The ground-truth concepts as one list (every attribute value, as text)."""
+        return vocabulary_concepts()
+
+
+def default_world_root(config: WorldConfig | None = None) -> Path:
+    """``<cache>/worlds/shapes-<config fingerprint>``, the cache being ``$INFINCOND_CACHE`` or
+    ``~/.cache/infincond``."""
+    from ..features import default_cache_dir
+
+    return default_cache_dir() / "worlds" / f"shapes-{(config or WorldConfig()).fingerprint}"
+
+
+def _card(kind: str, config: WorldConfig) -> str:
+    s = config.scenes
+    common = ("The embedded offline world of [InFiConD](https://github.com/infincond/infincond): "
+              "generated scenes of a coloured, patterned object on a textured background.")
+    if kind == "dataset":
+        sizes = ", ".join(f"`{k}` {v}" for k, v in s.split_sizes.items())
+        return f"""---
+license: mit
+task_categories: [image-classification]
+tags: [synthetic, spurious-correlation, infincond]
+pretty_name: InFiConD Shapes world
+configs:
+- config_name: default
+  data_files:
+{''.join(f'  - split: {split}{chr(10)}    path: data/{split}-*{chr(10)}' for split in SPLITS)}---
+# Shapes world
+
+{common}
+
+- `label`: the shape ({', '.join(SHAPES)}), the class to predict.
+- Attributes, varying independently: `colour`, `pattern`, `size`, `background` ({', '.join(BACKGROUNDS)}),
+  `rocks` (small distractors), and the object's `bbox` in pixels.
+- Splits: {sizes}. In `train` and `validation`, {s.spurious_rate:.0%} of the `{s.spurious_class}` images lie on
+  `{s.spurious_background}`, which holds only {s.rare_rate:.0%} of every other class. `test` is balanced over
+  class x background, so the correlation is absent there.
+- Seed {config.seed}; built by `infincond demo build`.
+"""
+    if kind == "encoder":
+        return f"""---
+library_name: transformers
+tags: [align, zero-shot-image-classification, infincond]
+---
+# Shapes world dual encoder
+
+{common}
+
+A small ALIGN model (convolutional image tower, BERT text tower) trained from scratch on the world's
+scenes and generated captions; its image embedding is the mean of an 8 x 8 feature map whose cells
+are region embeddings. Prompt template: `{TEMPLATE}`. Built by `infincond demo build`.
+"""
+    return f"""---
+library_name: transformers
+tags: [image-classification, resnet, infincond]
+---
+# Shapes world teacher
+
+{common}
+
+A small ResNet trained on the biased `train` split, where `{s.spurious_class}` mostly lies on
+`{s.spurious_background}`: it leans on that background. Built by `infincond demo build`.
+"""
+
+
+def build_world(config: WorldConfig | None = None, root: str | os.PathLike | None = None, *, force: bool = False,
+                progress: bool = True) -> World:
+    """Generate the dataset, train the dual encoder and the teacher, and write the three repos and a
+    manifest into ``root`` (default: :func:`default_world_root`). The folder appears complete or not at
+    all. An existing world is reused unless ``force``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    config = config or WorldConfig()
+    root = Path(root) if root is not None else default_world_root(config)
+    if (root / MANIFEST).exists() and not force:
+        return load_world(root, build=False)
+    start = time.perf_counter()
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    timings: dict[str, float] = {}
+    with tqdm(total=3, desc="Building the Shapes world", disable=not progress) as steps:
+        t = time.perf_counter()
+        write_dataset_repo(partial / "dataset", config.scenes, config.seed, _card("dataset", config), progress)
+        timings["dataset"] = time.perf_counter() - t
+        steps.update()
+        t = time.perf_counter()
+        encoder_summary = train_dual_encoder(partial / "encoder", config.scenes, config.encoder, config.seed, progress)
+        (partial / "encoder" / "README.md").write_text(_card("encoder", config))
+        timings["encoder"] = time.perf_counter() - t
+        steps.update()
+        t = time.perf_counter()
+        scenes = sample_split("train", config.scenes.split_sizes["train"], config.scenes, config.seed)
+        images, _ = render_many(scenes, config.scenes.image_size)
+        labels = np.array([SHAPES.index(scene.shape) for scene, _ in scenes])
+        teacher_summary = train_teacher(partial / "teacher", images, labels, config.scenes.image_size, config.teacher,
+                                        config.seed, progress)
+        (partial / "teacher" / "README.md").write_text(_card("teacher", config))
+        timings["teacher"] = time.perf_counter() - t
+        steps.update()
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": config.fingerprint,
+        "config": config.to_dict(),
+        "vocabulary": {k: list(v) for k, v in VOCABULARY.items()},
+        "spurious": {"class": config.scenes.spurious_class, "background": config.scenes.spurious_background},
+        "training": {"encoder": encoder_summary, "teacher": teacher_summary},
+        "seconds": {**{k: round(v, 1) for k, v in timings.items()}, "total": round(time.perf_counter() - start, 1)},
+        "torch": torch.__version__,
+    }
+    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    shutil.rmtree(root, ignore_errors=True)
+    partial.rename(root)
+    return World(root, config, manifest)
+
+
+def load_world(root: str | os.PathLike | None = None, *, config: WorldConfig | None = None, build: bool = True,
+               progress: bool = True) -> World:
+    """The world at ``root`` (default: the default world's cache folder), built first when missing and
+    ``build`` is true."""
+    root = Path(root) if root is not None else default_world_root(config)
+    manifest_path = root / MANIFEST
+    if not manifest_path.exists():
+        if not build:
+            raise ConfigError(f"No Shapes world at {root}: run `infincond demo build` first.")
+        return build_world(config, root, progress=progress)
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        if not build:
+            raise ConfigError(f"The Shapes world at {root} is from an older version: rebuild it with "
+                              "`infincond demo build --force`.")
+        return build_world(config or WorldConfig.from_dict(manifest["config"]), root, force=True, progress=progress)
+    return World(root, WorldConfig.from_dict(manifest["config"]), manifest)
+
+
+# -- quality ------------------------------------------------------------------------------------------
+@dataclass
+class WorldReport:
+    """Measured quality of a world.
+
+    zero_shot: accuracy per attribute family of the whole-image embedding against "a photo of {value}."
+    on fresh images. localisation: share of fresh images where the best region of their class concept
+    (the product's presence arg-max) is a cell at least a quarter covered by the object.
+    teacher_accuracy: per split, per class. teacher_gap: the spurious class's accuracy on held-out biased
+    data (``validation``) minus on the balanced ``test``. distillation: fidelity, NEC and top concepts of
+    the spurious class, distilled with the built-in corpus plus the world's vocabulary.
+    """
+
+    n_images: int
+    zero_shot: dict[str, float]
+    localisation: float
+    teacher_accuracy: dict[str, dict[str, float]]
+    teacher_overall: dict[str, float]
+    teacher_gap: float
+    spurious_class: str
+    spurious_background: str
+    distillation: dict | None = None
+    seconds: float = 0.0
+
+    def passes(self) -> dict[str, bool]:
+        """Each quality criterion and whether it holds."""
+        out = {f"zero-shot {f} >= {THRESHOLDS['zero_shot']:.0%}": v >= THRESHOLDS["zero_shot"]
+               for f, v in self.zero_shot.items()}
+        out[f"localisation >= {THRESHOLDS['localisation']:.0%}"] = self.localisation >= THRESHOLDS["localisation"]
+        out[f"teacher gap >= {THRESHOLDS['teacher_gap'] * 100:.0f} points"] = self.teacher_gap >= THRESHOLDS["teacher_gap"]
+        if self.distillation is not None:
+            d = self.distillation
+            out[f"fidelity >= {THRESHOLDS['fidelity']:.0%}"] = d["fidelity"] >= THRESHOLDS["fidelity"]
+            out[f"NEC <= {THRESHOLDS['nec']} per class"] = d["nec_max"] <= THRESHOLDS["nec"]
+            out[f"'{self.spurious_background}' among the top concepts of '{self.spurious_class}'"] = (
+                self.spurious_background in d["top_concepts"])
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format(self) -> str:
+        """The report as readable text, one criterion per line."""
+        pct = lambda v: f"{100 * v:5.1f}%"  # noqa: E731
+        lines = [f"Dual encoder, on {self.n_images} fresh images:"]
+        lines += [f"  zero-shot {family:<11}{pct(v)}" for family, v in self.zero_shot.items()]
+        lines.append(f"  class concept's best region on the object  {pct(self.localisation)}")
+        lines.append("Teacher, accuracy per class (held-out biased validation -> balanced test):")
+        for name in self.teacher_accuracy["validation"]:
+            lines.append(f"  {name:<10}{pct(self.teacher_accuracy['validation'][name])} -> "
+                         f"{pct(self.teacher_accuracy['test'][name])}")
+        lines.append(f"  overall   {pct(self.teacher_overall['validation'])} -> {pct(self.teacher_overall['test'])}")
+        lines.append(f"  gap on '{self.spurious_class}': {100 * self.teacher_gap:.1f} points")
+        if self.distillation is not None:
+            d = self.distillation
+            lines.append(f"Distilled student ({d['n_concepts']} concepts, {d['samples']} train images):")
+            lines.append(f"  validation fidelity {pct(d['fidelity'])}, NEC {d['nec']:.1f} per class (max {d['nec_max']})")
+            top = ", ".join(f"{c} ({w:+.2f})" for c, w in zip(d["top_concepts"], d["top_weights"], strict=True))
+            lines.append(f"  top concepts of '{self.spurious_class}': {top}")
+        lines.append("Criteria:")
+        lines += [f"  [{'pass' if ok else 'FAIL'}] {name}" for name, ok in self.passes().items()]
+        return "\n".join(lines)
+
+
+def _teacher_accuracy(world: World, progress: bool) -> tuple[dict, dict]:
+    from ..data import DataConfig, ImageSource
+    from ..teacher import Teacher
+
+    per_class, overall = {}, {}
+    teacher = None
+    for split in ("validation", "test"):
+        source = ImageSource.load(DataConfig(world.dataset, split=split, samples=None))
+        if teacher is None:
+            teacher = Teacher.from_pretrained(world.teacher, dataset_label_names=source.label_names, device="cpu")
+        predictions = np.concatenate([teacher.logits(images).argmax(1) for _, images in source.batches(256)])
+        labels = source.labels
+        per_class[split] = {name: float((predictions[labels == c] == c).mean()) if (labels == c).any() else float("nan")
+                            for c, name in enumerate(source.label_names)}
+        overall[split] = float((predictions == labels).mean())
+    return per_class, overall
+
+
+def _encoder_quality(world: World, n_images: int) -> tuple[dict[str, float], float]:
+    import torch
+
+    from ..concepts.encoder import ConceptEncoder
+    from ..concepts.presence import concept_presence
+
+    encoder = ConceptEncoder.from_pretrained(world.encoder, device="cpu")
+    scenes = random_scenes(n_images, world.config.scenes, world.config.seed + 1, stream=200)  # never trained on
+    images, masks = render_many(scenes, world.config.scenes.image_size)
+    regions = torch.cat([encoder.encode_regions(images[i: i + 128]).embeddings for i in range(0, n_images, 128)])
+    zero_shot = {}
+    for family in ("shape", "colour", "pattern", "background", "size"):
+        prompts = encoder.encode_text([TEMPLATE.format(v) for v in VOCABULARY[family]])
+        predicted = (regions[:, 0] @ prompts.T).argmax(1).numpy()
+        truth = np.array([VOCABULARY[family].index(scene.attributes()[family]) for scene, _ in scenes])
+        zero_shot[family] = float((predicted == truth).mean())
+    shape_prompts = encoder.encode_text([TEMPLATE.format(v) for v in SHAPES])
+    _, best_region = concept_presence(regions, shape_prompts)
+    truth = np.array([SHAPES.index(scene.shape) for scene, _ in scenes])
+    best = best_region.numpy()[np.arange(n_images), truth]  # 0 is the whole image, then row-major cells
+    side = int(round(np.sqrt(regions.shape[1] - 1)))
+    coverage = np.concatenate([np.zeros((n_images, 1)), patch_coverage(masks, world.config.scenes.image_size // side)], 1)
+    localisation = float((coverage[np.arange(n_images), best] >= 0.25).mean())
+    return zero_shot, localisation
+
+
+def _distillation(world: World, samples: int, progress: bool) -> dict:
+    from ..concepts.corpus import ConceptCorpus
+    from ..data import DataConfig
+    from ..distill import DistillConfig
+    from ..pipeline import run_distillation
+
+    corpus = ConceptCorpus.builtin() + ConceptCorpus.from_list(world.concepts, source="world")
+    run = run_distillation(world.teacher, DataConfig(world.dataset, split="train", samples=samples), world.encoder,
+                           corpus, distill_config=DistillConfig(nec=THRESHOLDS["nec"]), cache_dir=False,
+                           device="cpu", progress=progress)
+    c = run.features.class_names.index(world.spurious_class)
+    weight = run.linear.weight[c]
+    order = [k for k in np.argsort(-np.abs(weight)) if weight[k] != 0][:5]
+    return {"fidelity": run.metrics.fidelity, "nec": run.metrics.nec, "nec_max": int(run.metrics.nec_per_class.max()),
+            "student_accuracy": run.metrics.student_accuracy, "teacher_accuracy": run.metrics.teacher_accuracy,
+            "n_concepts": len(run.features.concepts), "samples": samples,
+            "top_concepts": [run.features.concepts[k] for k in order], "top_weights": [float(weight[k]) for k in order]}
+
+
+def check_world(world: World, *, n_images: int = 600, distill_samples: int | None = 2000,
+                progress: bool = True) -> WorldReport:
+    """Measure the world's quality (see :class:`WorldReport`) and save it as ``check.json`` beside the
+    manifest. ``distill_samples=None`` skips the distillation."""
+    start = time.perf_counter()
+    zero_shot, localisation = _encoder_quality(world, n_images)
+    per_class, overall = _teacher_accuracy(world, progress)
+    name = world.spurious_class
+    report = WorldReport(
+        n_images=n_images, zero_shot=zero_shot, localisation=localisation, teacher_accuracy=per_class,
+        teacher_overall=overall, teacher_gap=per_class["validation"][name] - per_class["test"][name],
+        spurious_class=name, spurious_background=world.spurious_background,
+        distillation=_distillation(world, distill_samples, progress) if distill_samples else None,
+    )
+    report.seconds = round(time.perf_counter() - start, 1)
+    (world.root / "check.json").write_text(json.dumps(report.to_dict(), indent=1))
+    return report
