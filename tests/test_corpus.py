@@ -47,3 +47,9 @@ def test_near_duplicate_mask_drops_later_close_embeddings():
     emb = np.array([[1.0, 0.0], [0.999, 0.0447], [0.0, 1.0]])
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     assert near_duplicate_mask(emb, 0.99).tolist() == [True, False, True]
+
+
+def test_adding_a_plain_list_of_concepts():
+    corpus = ConceptCorpus.from_list(["water", "grass"], source="world") + ["Water", "rocks", "sand"]
+    assert list(corpus.concepts) == ["water", "grass", "rocks", "sand"]
+    assert corpus.sources[2] == "user"

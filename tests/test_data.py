@@ -76,3 +76,13 @@ def test_transparent_pixels_become_white():
     image = Image.new("RGBA", (2, 1), (255, 0, 0, 0))
     image.putpixel((1, 0), (0, 0, 255, 255))
     assert list(to_rgb(image).getdata()) == [(255, 255, 255), (0, 0, 255)]
+
+
+def test_local_dataset_rebuilt_in_place_is_not_served_stale(tmp_path):
+    folder = tmp_path / "dataset"
+    (folder / "data").mkdir(parents=True)
+    card = "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n---\n"
+    (folder / "README.md").write_text(card)
+    for n in (12, 20):  # the same folder and declared configs, new files
+        make_shapes_dataset(n).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+        assert len(ImageSource.load(DataConfig(str(folder), samples=None))) == n

@@ -98,3 +98,25 @@ def test_siglip_dense_regions_go_through_the_pooling_head(tmp_path, source):
         single = vision.head(out.last_hidden_state[:, 3:4])
     torch.testing.assert_close(regions[:, 1 + 3], F.normalize(single, dim=-1), rtol=1e-4, atol=1e-5)
     assert encoder.encode_text(["a photo of red."]).shape == (1, encoder.embed_dim)
+
+
+def test_align_cells_are_regions_whose_mean_is_the_image_embedding(tmp_path, source):
+    from infincond.demo.dual_encoder import EncoderTrainConfig, build_dual_encoder
+
+    model, processor = build_dual_encoder(32, EncoderTrainConfig(width=0.25, text_hidden=32, text_layers=1), seed=0)
+    model.save_pretrained(tmp_path / "align")
+    processor.save_pretrained(tmp_path / "align")
+    encoder = ConceptEncoder.from_pretrained(str(tmp_path / "align"), device="cpu")
+    assert encoder.family == "align" and encoder.region_mode == "dense"
+    images = source.images([0, 1])
+    regions = encoder.encode_regions(images)
+    assert regions.embeddings.shape == (2, 1 + 16, encoder.embed_dim) and regions.boxes.shape == (17, 4)
+    with torch.inference_mode():
+        out = encoder.model.vision_model(pixel_values=encoder.pixel_values(images))
+    cells = out.last_hidden_state.flatten(2).transpose(1, 2)
+    torch.testing.assert_close(regions.embeddings[:, 0], F.normalize(cells.mean(1), dim=-1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(regions.embeddings[:, 1:], F.normalize(cells, dim=-1))
+    torch.testing.assert_close(regions.embeddings[:, 0], encoder.encode_images(images))
+    # Unknown words are spelled out, so two unseen concepts still get different embeddings.
+    text = encoder.encode_text(["a photo of zebra.", "a photo of okapi."])
+    assert not torch.allclose(text[0], text[1])

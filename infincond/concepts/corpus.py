@@ -102,7 +102,10 @@ class ConceptCorpus:
     def __len__(self) -> int:
         return len(self.concepts)
 
-    def __add__(self, other: ConceptCorpus) -> ConceptCorpus:
+    def __add__(self, other: ConceptCorpus | Sequence[str]) -> ConceptCorpus:
+        """The union, de-duplicated; a plain list of concepts is tagged with the source "user"."""
+        if not isinstance(other, ConceptCorpus):
+            other = ConceptCorpus.from_list(list(other))
         return ConceptCorpus(self.concepts + other.concepts, self.sources + other.sources).deduplicated()
 
     def deduplicated(self) -> ConceptCorpus:

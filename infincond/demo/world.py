@@ -222,7 +222,7 @@ def build_world(config: WorldConfig | None = None, root: str | os.PathLike | Non
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
-    return World(root, config, manifest)
+    return load_world(root, build=False)
 
 
 def load_world(root: str | os.PathLike | None = None, *, config: WorldConfig | None = None, build: bool = True,
