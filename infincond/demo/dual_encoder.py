@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..concepts.corpus import DEFAULT_TEMPLATE
 from ..concepts.encoder import align_region_embeddings
 from .biased_teacher import cosine_schedule, images_to_uint8, pixel_affine
 from .scenes import VOCABULARY, SceneConfig, caption, random_scenes, render_many
 
-TEMPLATE = "a photo of {}."
+TEMPLATE = DEFAULT_TEMPLATE  # trained on exactly the prompts the product extracts with
 _FAMILIES = ("shape", "colour", "pattern", "size", "background")
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
