@@ -168,11 +168,8 @@ class ConceptEncoder:
     def _patch_grid_side(self) -> int:
         cfg = self.model.config.vision_config if hasattr(self.model.config, "vision_config") else self.model.config
         if self.family == "align":
-            if not hasattr(self, "_feature_side"):  # the feature map's side depends on strides and padding
-                size = int(cfg.image_size)
-                with torch.inference_mode():
-                    probe = torch.zeros(1, 3, size, size, device=self.device)
-                    self._feature_side = int(self.model.vision_model(pixel_values=probe).last_hidden_state.shape[-1])
+            if not hasattr(self, "_feature_side"):
+                self._feature_side = align_feature_side(self.model, int(cfg.image_size))
             return self._feature_side
         return int(cfg.image_size) // int(cfg.patch_size)
 
@@ -246,6 +243,20 @@ def clip_region_embeddings(model: torch.nn.Module, pixel_values: torch.Tensor) -
     x = x + last.mlp(last.layer_norm2(x))
     patches = model.visual_projection(vision.post_layernorm(x))
     return F.normalize(torch.cat([pooled[:, None], patches], 1).float(), dim=-1)
+
+
+def align_feature_side(model: torch.nn.Module, image_size: int) -> int:
+    """Side of the last feature map of an ALIGN-style tower for ``image_size`` inputs (it depends on the
+    strides and padding, so it is read off one forward pass of a blank image)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            device = next(model.parameters()).device
+            probe = torch.zeros(1, 3, image_size, image_size, device=device)
+            return int(model.vision_model(pixel_values=probe).last_hidden_state.shape[-1])
+    finally:
+        model.train(was_training)
 
 
 def align_region_embeddings(model: torch.nn.Module, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..concepts.corpus import DEFAULT_TEMPLATE
-from ..concepts.encoder import align_region_embeddings
+from ..concepts.encoder import align_feature_side, align_region_embeddings
 from .biased_teacher import cosine_schedule, images_to_uint8, pixel_affine
 from .scenes import VOCABULARY, SceneConfig, caption, random_scenes, render_many
 
@@ -113,12 +113,6 @@ def patch_coverage(masks: np.ndarray, patch_size: int) -> np.ndarray:
     return blocks.mean(axis=(2, 4)).reshape(n, -1).astype(np.float32)
 
 
-def _feature_side(model, image_size: int) -> int:
-    with torch.no_grad():
-        return int(model.eval().vision_model(pixel_values=torch.zeros(1, 3, image_size, image_size))
-                   .last_hidden_state.shape[-1])
-
-
 def _attribute_ids(scenes) -> dict[str, torch.Tensor]:
     return {f: torch.tensor([VOCABULARY[f].index(s.attributes()[f]) for s, _ in scenes]) for f in _FAMILIES}
 
@@ -183,7 +177,7 @@ def train_dual_encoder(folder: str | os.PathLike, scene_config: SceneConfig, con
     pixels = images_to_uint8(images)
     del images
     scale_px, offset_px = pixel_affine(processor.image_processor)
-    side = _feature_side(model, scene_config.image_size)
+    side = align_feature_side(model, scene_config.image_size)
     coverage = torch.from_numpy(patch_coverage(masks, scene_config.image_size // side))
     del masks
     attributes = _attribute_ids(scenes)

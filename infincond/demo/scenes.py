@@ -287,9 +287,10 @@ def caption(scene: Scene, rng: np.random.Generator, keep: float = 0.6) -> tuple[
     """A caption naming a random subset of the scene's attributes (the shape most of the time), and the
     attributes it names, so a batch's true matches can be computed."""
     named: dict[str, str] = {}
+    truth = scene.attributes()
     for family, p in (("shape", 0.85), ("colour", keep), ("pattern", keep), ("size", keep * 0.7),
                       ("background", keep), ("distractor", 0.5)):
-        value = scene.attributes()[family]
+        value = truth[family]
         if value != "none" and rng.random() < p:
             named[family] = value
     if not named:

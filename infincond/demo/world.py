@@ -308,7 +308,7 @@ class WorldReport:
         return "\n".join(lines)
 
 
-def _teacher_accuracy(world: World, progress: bool) -> tuple[dict, dict]:
+def _teacher_accuracy(world: World) -> tuple[dict, dict]:
     from ..data import DataConfig, ImageSource
     from ..teacher import Teacher
 
@@ -377,7 +377,7 @@ def check_world(world: World, *, n_images: int = 600, distill_samples: int | Non
     manifest. ``distill_samples=None`` skips the distillation."""
     start = time.perf_counter()
     zero_shot, localisation = _encoder_quality(world, n_images)
-    per_class, overall = _teacher_accuracy(world, progress)
+    per_class, overall = _teacher_accuracy(world)
     name = world.spurious_class
     report = WorldReport(
         n_images=n_images, zero_shot=zero_shot, localisation=localisation, teacher_accuracy=per_class,
