@@ -35,6 +35,8 @@ class DistillConfig:
     ``nec``: effective (non-zero) concepts per class for "kd"; None fits with the fixed ``l1`` instead.
     ``l1``: L1 strength (mean loss units); default 1e-4 for "bce_ensemble", 1e-3 for "kd" without nec.
     ``ensemble``: bootstrap members (None: 1 for "kd", 20 for "bce_ensemble").
+    ``label_weight`` (alpha): how much the labels count in the target, where they exist: the student fits
+    (1 - alpha) * teacher probabilities + alpha * one-hot label. 0 = pure distillation.
     """
 
     method: str = "kd"
@@ -49,6 +51,7 @@ class DistillConfig:
     max_iter: int = 400
     tol: float = 1e-5
     seed: int = 0
+    label_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -59,6 +62,8 @@ class DistillConfig:
             raise ConfigError("temperature must be positive.")
         if self.ensemble is not None and self.ensemble < 1:
             raise ConfigError("ensemble must be at least 1.")
+        if not 0.0 <= self.label_weight <= 1.0:
+            raise ConfigError(f"label_weight (alpha) must lie in [0, 1], not {self.label_weight}.")
 
     @property
     def members(self) -> int:
@@ -256,14 +261,41 @@ def _select_support(weight: torch.Tensor, nec: int, forced: torch.Tensor) -> tor
     return mask | forced
 
 
+def soft_targets(teacher_logits: np.ndarray, labels: np.ndarray | None = None, label_weight: float = 0.0,
+                 temperature: float = 1.0) -> np.ndarray:
+    """What the student fits, (N, C): the teacher's probabilities at ``temperature``, blended with one-hot
+    ``labels`` (teacher-class ids, -1 where unknown) by ``label_weight`` where a label is known."""
+    target = softmax(np.asarray(teacher_logits, dtype=np.float64), temperature)
+    if label_weight > 0:
+        known = np.zeros(len(target), dtype=bool) if labels is None else np.asarray(labels) >= 0
+        if not known.any():
+            raise ConfigError("label_weight > 0 blends in the labels, but no image here has a label among the "
+                              "teacher's classes. Use label_weight=0 (pure distillation).")
+        target[known] *= 1.0 - label_weight
+        target[known, np.asarray(labels)[known]] += label_weight
+    return target.astype(np.float32)
+
+
+def _objective(target: np.ndarray, config: DistillConfig) -> tuple[Callable, float, torch.Tensor]:
+    """Loss gradient, curvature bound and the bias of the all-zero student, for targets (N, C)."""
+    t = torch.from_numpy(np.ascontiguousarray(target.T))
+    if config.method == "kd":
+        loss, curvature = _kd_loss(t, config.temperature)
+        return loss, curvature, config.temperature * torch.log(t.mean(1).clamp_min(1e-12))
+    loss, curvature = _bce_loss(t)
+    mean_target = t.mean(1).clamp(1e-6, 1 - 1e-6)
+    return loss, curvature, torch.log(mean_target / (1 - mean_target))
+
+
 def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillConfig | None = None,
         constraints: Constraints | None = None, init: LinearStudent | None = None,
-        progress: bool = False) -> LinearStudent:
+        progress: bool = False, labels: np.ndarray | None = None) -> LinearStudent:
     """Fit a linear student to the teacher on these rows.
 
-    concept_scores (N, K) float, teacher_logits (N, C) float. ``init``: a previous student to warm-start
-    from; its standardisation and support are kept (the refit the tuning session uses) and no L1 path
-    is run. Returns a :class:`LinearStudent` whose weights satisfy ``constraints`` exactly.
+    concept_scores (N, K) float, teacher_logits (N, C) float, labels (N,) teacher-class ids or -1 (used when
+    ``config.label_weight`` > 0). ``init``: a previous student to warm-start from; its standardisation and
+    support are kept and no L1 path is run. Returns a :class:`LinearStudent` whose weights satisfy
+    ``constraints`` exactly.
     """
     config = config or DistillConfig()
     start = time.perf_counter()
@@ -287,15 +319,8 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
     upper = torch.from_numpy(constraints.upper.astype(np.float32))
     forced = torch.from_numpy(constraints.forced_nonzero)
 
-    if config.method == "kd":
-        target = torch.from_numpy(softmax(logits, config.temperature).T.astype(np.float32)).contiguous()
-        loss, curvature = _kd_loss(target, config.temperature)
-        null_bias = config.temperature * torch.log(target.mean(1).clamp_min(1e-12))
-    else:
-        target = torch.from_numpy(softmax(logits).T.astype(np.float32)).contiguous()
-        loss, curvature = _bce_loss(target)
-        mean_target = target.mean(1).clamp(1e-6, 1 - 1e-6)
-        null_bias = torch.log(mean_target / (1 - mean_target))
+    temperature = config.temperature if config.method == "kd" else 1.0
+    loss, curvature, null_bias = _objective(soft_targets(logits, labels, config.label_weight, temperature), config)
     sq_singular = _largest_sq_singular(x)
     uniform = torch.full((n,), 1.0 / n)
     problem = _Problem(x, loss, curvature, config.l2, uniform, sq_singular)
@@ -403,8 +428,61 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
                          std.astype(np.float32), config, weight_std, info)
 
 
+class Refitter:
+    """Warm-started constrained refits of one student on fixed rows: what interactive tuning calls.
+
+    The rows are standardised once, with the student's own statistics, and the targets are cached per
+    label weight. Each :meth:`refit` solves the student's objective (its :class:`DistillConfig`) without L1:
+    the sparsity is the ``support`` mask, and every weight with a finite bound is in play as well.
+    """
+
+    def __init__(self, concept_scores: np.ndarray, teacher_logits: np.ndarray, student: LinearStudent,
+                 labels: np.ndarray | None = None) -> None:
+        scores = np.asarray(concept_scores, dtype=np.float32)
+        self.config = student.config
+        self.x = torch.from_numpy(((scores - student.score_mean) / student.score_std).astype(np.float32))
+        self.teacher_logits = np.asarray(teacher_logits, dtype=np.float32)
+        self.labels = None if labels is None else np.asarray(labels)
+        self._objectives: dict[float, tuple[Callable, float, torch.Tensor]] = {}
+
+    def objective(self, label_weight: float) -> tuple[Callable, float, torch.Tensor]:
+        """The cached (loss gradient, curvature, null bias) for this label weight."""
+        if label_weight not in self._objectives:
+            temperature = self.config.temperature if self.config.method == "kd" else 1.0
+            target = soft_targets(self.teacher_logits, self.labels, label_weight, temperature)
+            self._objectives[label_weight] = _objective(target, self.config)
+        return self._objectives[label_weight]
+
+    def refit(self, weight: np.ndarray, bias: np.ndarray, constraints: Constraints, support: np.ndarray,
+              label_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Refit from (weight (C, K), bias (C,)): returns the new float64 weight and bias, which satisfy
+        ``constraints`` exactly, and an info dict (iterations, columns, seconds)."""
+        start = time.perf_counter()
+        c, k = weight.shape
+        constraints.validate(c, k)
+        bounded = np.isfinite(constraints.lower) | np.isfinite(constraints.upper)
+        active = np.asarray(support, dtype=bool) | bounded
+        low = np.where(active, constraints.lower, 0.0)
+        high = np.where(active, constraints.upper, 0.0)
+        columns = np.nonzero(active.any(0))[0]
+        loss, curvature, _ = self.objective(label_weight)
+        sub = self.x[:, torch.from_numpy(columns)].contiguous()
+        sq_singular = _largest_sq_singular(sub) if len(columns) else 0.0
+        problem = _Problem(sub, loss, curvature, self.config.l2, torch.full((len(self.x),), 1.0 / len(self.x)),
+                           sq_singular)
+        sub_weight, new_bias, iters = problem.fista(
+            torch.from_numpy(weight[:, columns].astype(np.float32)), torch.from_numpy(bias.astype(np.float32)), 0.0,
+            torch.from_numpy(low[:, columns].astype(np.float32)), torch.from_numpy(high[:, columns].astype(np.float32)),
+            self.config.max_iter, self.config.tol)
+        full = np.zeros((c, k))
+        full[:, columns] = sub_weight.numpy()
+        info = {"iterations": iters, "columns": len(columns), "seconds": time.perf_counter() - start}
+        return np.clip(full, low, high), new_bias.numpy().astype(np.float64), info
+
+
 def distill(features, config: DistillConfig | None = None, constraints: Constraints | None = None,
             init: LinearStudent | None = None, progress: bool = False) -> LinearStudent:
     """Fit on the training part of a :class:`~infincond.features.FeatureSet`."""
     train = ~features.is_val
-    return fit(features.concept_scores[train], features.teacher_logits[train], config, constraints, init, progress)
+    return fit(features.concept_scores[train], features.teacher_logits[train], config, constraints, init, progress,
+               labels=features.labels_as_classes[train])

@@ -62,17 +62,26 @@ def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
+def teacher_terms(teacher_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The teacher's predictions (N,), probabilities (N, C) and mean entropy part of the KL (N,): the part
+    of :func:`evaluate` that does not depend on the student, to compute once when it runs often."""
+    p_teacher = softmax(teacher_logits.astype(np.float64))
+    return teacher_logits.argmax(1), p_teacher, np.sum(p_teacher * np.log(np.clip(p_teacher, 1e-300, None)), axis=1)
+
+
 def evaluate(student_logits: np.ndarray, teacher_logits: np.ndarray, labels_as_classes: np.ndarray | None,
-             image_ids: np.ndarray, class_names: list[str], nec_per_class: np.ndarray) -> Metrics:
+             image_ids: np.ndarray, class_names: list[str], nec_per_class: np.ndarray,
+             teacher: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Metrics:
     """Compare student and teacher logits (N, C); ``labels_as_classes`` (N,) holds teacher-class ids of the
-    labels, -1 where unknown."""
+    labels, -1 where unknown. ``teacher``: :func:`teacher_terms` of these teacher logits, if already known."""
     n, c = teacher_logits.shape
-    teacher_pred = teacher_logits.argmax(1)
+    teacher_pred, p_teacher, neg_entropy = teacher or teacher_terms(teacher_logits)
     student_pred = student_logits.argmax(1)
     agree = teacher_pred == student_pred
-    p_teacher = softmax(teacher_logits.astype(np.float64))
-    log_q = np.log(np.clip(softmax(student_logits.astype(np.float64)), 1e-300, None))
-    kl = float(np.mean(np.sum(p_teacher * (np.log(np.clip(p_teacher, 1e-300, None)) - log_q), axis=1)))
+    z = student_logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_q = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    kl = float(np.mean(neg_entropy - np.sum(p_teacher * log_q, axis=1)))
 
     confusion = np.zeros((c, c), dtype=np.int64)
     np.add.at(confusion, (teacher_pred, student_pred), 1)

@@ -90,9 +90,11 @@ class ConceptStudent(
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_linear(cls, linear: LinearStudent, features: FeatureSet, encoder: ConceptEncoder | None = None) -> ConceptStudent:
-        """Wrap a fitted :class:`LinearStudent` with the concepts and encoder reference of its FeatureSet."""
-        prov = features.provenance
+    def from_linear(cls, linear: LinearStudent, features: FeatureSet, encoder: ConceptEncoder | None = None,
+                    provenance: dict | None = None) -> ConceptStudent:
+        """Wrap a fitted :class:`LinearStudent` with the concepts and encoder reference of its FeatureSet;
+        ``provenance`` adds entries (e.g. the tuning edits) to what the FeatureSet records."""
+        prov = {**features.provenance, **(provenance or {})}
         student = cls(
             concepts=list(features.concepts),
             class_names=list(features.class_names),

@@ -191,3 +191,25 @@ def planted_problem(n: int = 2000, k: int = 60, c: int = 5, nec: int = 4, noise:
     standardised = (concept_scores - concept_scores.mean(0)) / concept_scores.std(0)
     teacher_logits = standardised @ true_weight.T + noise * rng.normal(size=(n, c))
     return concept_scores, teacher_logits.astype(np.float32), true_weight
+
+
+def planted_features(n: int = 600, k: int = 20, c: int = 3, nec: int = 3, *, spurious: float = 2.5,
+                     val_fraction: float = 0.25, seed: int = 0, labelled: bool = True):
+    """A :class:`~infincond.features.FeatureSet` over :func:`planted_problem`, whose teacher also leans on a
+    spurious concept ("concept 0") for the first class, while the labels follow the planted rule only."""
+    from .features import FeatureSet
+
+    scores, logits, true_weight = planted_problem(n, k, c, nec, seed=seed)
+    standardised = (scores - scores.mean(0)) / scores.std(0)
+    teacher_logits = (logits + spurious * standardised[:, :1] * (np.arange(c) == 0)).astype(np.float32)
+    labels = (standardised @ true_weight.T).argmax(1) if labelled else np.full(n, -1)
+    rng = np.random.default_rng(seed + 1)
+    is_val = np.zeros(n, dtype=bool)
+    is_val[rng.permutation(n)[: int(round(n * val_fraction))]] = True
+    class_names = [f"class {i}" for i in range(c)]
+    return FeatureSet(
+        concept_scores=scores, best_region=np.zeros((n, k), dtype=np.int16), region_boxes=np.array([[0, 0, 1, 1]], float),
+        teacher_logits=teacher_logits, labels=labels.astype(np.int64), image_ids=np.arange(n), is_val=is_val,
+        concept_embeddings=rng.normal(size=(k, 8)).astype(np.float32), concepts=[f"concept {i}" for i in range(k)],
+        concept_sources=["planted"] * k, class_names=class_names,
+        dataset_label_names=class_names if labelled else None, provenance={"fingerprint": f"planted-{seed}"})

@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 import pytest  # noqa: E402
 
 from infincond import ConceptCorpus, ConceptEncoder, DataConfig, ImageSource, Teacher, extract_features  # noqa: E402
+from infincond.demo import WorldConfig, build_world  # noqa: E402
 from infincond.testing import build_tiny_clip, build_tiny_teacher, make_shapes_dataset  # noqa: E402
 
 CLASSES = ("red", "green", "blue")
@@ -50,3 +51,9 @@ def corpus():
 @pytest.fixture(scope="session")
 def features(source, teacher, encoder, corpus, tmp_path_factory):
     return extract_features(source, teacher, encoder, corpus, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The reduced Shapes world (same code and layout as the default one, built in seconds)."""
+    return build_world(WorldConfig.quick(), tmp_path_factory.mktemp("world") / "shapes", progress=False)

@@ -24,11 +24,6 @@ from infincond.demo.scenes import BACKGROUNDS, caption, random_scenes, render, r
 from infincond.errors import ConfigError
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    return build_world(WorldConfig.quick(), tmp_path_factory.mktemp("world") / "shapes", progress=False)
-
-
 # -- generator ----------------------------------------------------------------------------------------
 def test_same_seed_same_images_and_split():
     config = SceneConfig(split_sizes={"train": 40, "validation": 10, "test": 24})
