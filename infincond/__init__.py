@@ -15,12 +15,13 @@ from .metrics import Metrics, evaluate, evaluate_student
 from .pipeline import DistillationRun, run_distillation
 from .student import ConceptStudent
 from .teacher import Teacher
+from .tuning import Edit, LogEntry, Preview, TuningSession
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ColumnDetectionError", "ConceptCorpus", "ConceptEncoder", "ConceptStudent", "ConfigError", "ConstraintError",
-    "Constraints", "DataConfig", "DistillConfig", "DistillationRun", "ExtractConfig", "FeatureSet", "ImageSource",
+    "Constraints", "DataConfig", "Edit", "LogEntry", "Preview", "TuningSession", "DistillConfig", "DistillationRun", "ExtractConfig", "FeatureSet", "ImageSource",
     "InfinconError", "LinearStudent", "LoadError", "Metrics", "Teacher", "concept_presence", "distill", "evaluate",
     "evaluate_student", "extract_features", "fit", "load_image_source", "run_distillation",
 ]
