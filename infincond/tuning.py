@@ -94,17 +94,55 @@ class Edit:
         return asdict(self)
 
 
-@dataclass(frozen=True)
 class _State:
-    """One point of the history; its arrays are never changed after creation."""
+    """One point of the history. Stored sparsely (the non-zero weights, the constrained entries), so that
+    a long history of a 1000-class student stays small; the dense (C, K) arrays are built on demand,
+    read-only, and kept only while the state is current (:meth:`release`)."""
 
-    weight: np.ndarray  # (C, K) float64
-    bias: np.ndarray  # (C,) float64
-    lower: np.ndarray  # (C, K)
-    upper: np.ndarray  # (C, K)
-    kind: np.ndarray  # (C, K) int8, an index into KINDS
-    label_weight: float
-    metrics: dict
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, lower: np.ndarray, upper: np.ndarray, kind: np.ndarray,
+                 label_weight: float, metrics: dict) -> None:
+        self.shape = weight.shape
+        nonzero = np.nonzero(weight)
+        self._weights = (nonzero, np.asarray(weight, dtype=np.float64)[nonzero])
+        constrained = np.nonzero(kind)
+        self._bounds = (constrained, kind[constrained].astype(np.int8), lower[constrained].astype(np.float64),
+                        upper[constrained].astype(np.float64))
+        self.bias = np.array(bias, dtype=np.float64)
+        self.bias.setflags(write=False)
+        self.label_weight = float(label_weight)
+        self.metrics = metrics
+        self._dense: dict[str, np.ndarray] = {}
+
+    def _build(self, name: str) -> np.ndarray:
+        if name not in self._dense:
+            if name == "weight":
+                where, values = self._weights
+                array = np.zeros(self.shape)
+            else:
+                where, kinds, lows, highs = self._bounds
+                fill = {"kind": 0, "lower": -np.inf, "upper": np.inf}[name]
+                values = {"kind": kinds, "lower": lows, "upper": highs}[name]
+                array = np.full(self.shape, fill, dtype=np.int8 if name == "kind" else np.float64)
+            array[where] = values
+            array.setflags(write=False)
+            self._dense[name] = array
+        return self._dense[name]
+
+    weight = property(lambda self: self._build("weight"), doc="Weights (C, K) float64, read-only.")
+    lower = property(lambda self: self._build("lower"), doc="Lower bounds (C, K), -inf where free.")
+    upper = property(lambda self: self._build("upper"), doc="Upper bounds (C, K), inf where free.")
+    kind = property(lambda self: self._build("kind"), doc="Kinds (C, K) int8, indices into KINDS.")
+
+    def release(self) -> None:
+        """Drop the dense arrays (rebuilt exactly when needed again)."""
+        self._dense.clear()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the state's arrays, dense ones included while it is current."""
+        (where, values), (cwhere, *bounds) = self._weights, self._bounds
+        arrays = [*where, values, *cwhere, *bounds, self.bias, *self._dense.values()]
+        return int(sum(a.nbytes for a in arrays))
 
 
 def _metric_delta(before: dict | None, after: dict) -> dict:
@@ -246,6 +284,8 @@ class TuningSession:
                                      student.score_std.copy(), student.config)
         self.support = self.initial.weight != 0
         train = ~features.is_val
+        if not train.any():
+            raise ConfigError("The features have no training rows (every row is marked validation): nothing to refit on.")
         self.has_labels = bool((features.labels_as_classes[train] >= 0).any())
         self.refitter = Refitter(features.concept_scores[train], features.teacher_logits[train], self.initial,
                                  features.labels_as_classes[train])
@@ -257,10 +297,8 @@ class TuningSession:
         alpha = student.config.label_weight if label_weight is None else float(label_weight)
         self._check_label_weight(alpha)
         inf = np.full((c, k), np.inf)
-        first = _State(self.initial.weight, self.initial.bias, -inf, inf.copy(), np.zeros((c, k), dtype=np.int8),
+        first = _State(self.initial.weight, self.initial.bias, -inf, inf, np.zeros((c, k), dtype=np.int8),
                        alpha, snapshot(self.evaluator.metrics(self.initial.weight, self.initial.bias)))
-        for array in (first.weight, first.bias, first.lower, first.upper, first.kind):
-            array.setflags(write=False)
         self.states: list[_State] = [first]
         self.cursor = 0
         self._past: list[int] = []
@@ -452,12 +490,15 @@ class TuningSession:
 
     # -- actions -------------------------------------------------------------------------------------
     def _push(self, weight, bias, lower, upper, kind, label_weight) -> int:
-        arrays = [np.asarray(a).copy() for a in (weight, bias, lower, upper, kind)]
-        for array in arrays:
-            array.setflags(write=False)
-        metrics = snapshot(self.evaluator.metrics(arrays[0], arrays[1]))
-        self.states.append(_State(*arrays, label_weight=label_weight, metrics=metrics))
+        metrics = snapshot(self.evaluator.metrics(weight, bias))
+        self.states.append(_State(weight, bias, lower, upper, kind, label_weight, metrics))
         return len(self.states) - 1
+
+    def _go(self, target: int) -> None:
+        """Make ``target`` the current state (the one left keeps only its sparse form)."""
+        if target != self.cursor:
+            self.states[self.cursor].release()
+        self.cursor = target
 
     def _record(self, action: str, params: dict, summary: str, before: int, after: int, changes: list | None = None,
                 seconds: float = 0.0, refit: dict | None = None) -> LogEntry:
@@ -469,7 +510,7 @@ class TuningSession:
     def _move(self, target: int) -> None:
         self._past.append(self.cursor)
         self._future.clear()
-        self.cursor = target
+        self._go(target)
 
     def apply(self, edit: Edit) -> LogEntry:
         """Apply an edit: constrain, refit every free weight, record it. Returns the log entry."""
@@ -478,9 +519,9 @@ class TuningSession:
         lower, upper, kind, start, edited = self._constrain(edit, state)
         weight, bias, info = self.refitter.refit(start, state.bias, Constraints(lower, upper), self.support,
                                                  state.label_weight)
+        changes = self._changes(state.weight, weight, lower, upper, edited)
         before = self.cursor
         self._move(self._push(weight, bias, lower, upper, kind, state.label_weight))
-        changes = self._changes(state.weight, weight, lower, upper, edited)
         return self._record("edit", edit.to_dict(), edit.describe(), before, self.cursor, changes,
                             time.perf_counter() - start_time, info)
 
@@ -532,7 +573,7 @@ class TuningSession:
             raise ConfigError("Nothing to undo.")
         before = self.cursor
         self._future.append(self.cursor)
-        self.cursor = self._past.pop()
+        self._go(self._past.pop())
         return self._record("undo", {}, f"undo (back to state {self.cursor})", before, self.cursor)
 
     def redo(self) -> LogEntry:
@@ -541,7 +582,7 @@ class TuningSession:
             raise ConfigError("Nothing to redo.")
         before = self.cursor
         self._past.append(self.cursor)
-        self.cursor = self._future.pop()
+        self._go(self._future.pop())
         return self._record("redo", {}, f"redo (to state {self.cursor})", before, self.cursor)
 
     def jump(self, step: int) -> LogEntry:

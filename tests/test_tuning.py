@@ -281,6 +281,22 @@ def test_clear_errors():
     assert s.concept_id(concept.upper() + " ") == s.concept_id(concept)
 
 
+def test_history_is_stored_sparsely_and_rebuilt_exactly():
+    wide = planted_features(n=300, k=400, c=50, nec=3, seed=1)
+    student = distill(wide, DistillConfig(nec=3, max_iter=100))
+    s = TuningSession(wide, student)
+    for _ in range(3):
+        concept, cls, _ = used(s, 1)
+        s.down(concept, cls, 2)
+    s.undo()
+    past = [state for i, state in enumerate(s.states) if i != s.cursor]
+    dense = 4 * 50 * 400 * 8  # weights, two bounds and kinds as dense float64
+    assert len(past) == 3 and all(state.nbytes < dense / 20 for state in past)
+    s.jump(0)
+    np.testing.assert_array_equal(s.weight, student.weight)
+    np.testing.assert_array_equal(s.state.bias, student.bias)
+
+
 def test_session_rejects_a_student_of_other_shape():
     with pytest.raises(ConfigError, match=r"weights \(3, 20\); the features need \(3, 10\)"):
         TuningSession(SMALL, STUDENT)
