@@ -1,0 +1,109 @@
+"""What the views show, computed from a FeatureSet and a student: concept influence per class, the images
+where a concept is most present, one image's contributions, disagreement subsets, and a fidelity-vs-NEC
+sweep. Pure functions over arrays; the UI only turns their results into tables, plots and galleries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .distill import DistillConfig, LinearStudent, distill
+from .features import FeatureSet
+from .metrics import Metrics, evaluate_student
+
+
+def concept_influence(features: FeatureSet, student: LinearStudent) -> np.ndarray:
+    """Influence (C, K): each concept's mean contribution (weight x standardised presence) to a class's
+    score over the images the teacher assigns to that class; 0 where the class does not use it."""
+    standardised = student.standardise(features.concept_scores)
+    predicted = features.teacher_logits.argmax(1)
+    c = student.weight.shape[0]
+    means = np.zeros_like(student.weight)
+    for cls in range(c):
+        rows = predicted == cls
+        if rows.any():
+            means[cls] = standardised[rows].mean(0)
+    return student.weight * means
+
+
+def top_concepts(influence: np.ndarray, n: int = 20, class_id: int | None = None) -> np.ndarray:
+    """Indices of the ``n`` concepts with the largest |influence| (on one class, or on any class)."""
+    strength = np.abs(influence[class_id]) if class_id is not None else np.abs(influence).max(0)
+    order = np.argsort(-strength, kind="stable")
+    return order[strength[order] > 0][:n]
+
+
+def images_with_concept(features: FeatureSet, concept: int, n: int = 12,
+                        rows: np.ndarray | None = None) -> np.ndarray:
+    """Positions (into the FeatureSet) of the ``n`` images where ``concept`` is most present."""
+    positions = np.arange(len(features.concept_scores)) if rows is None else np.asarray(rows)
+    scores = features.concept_scores[positions, concept]
+    return positions[np.argsort(-scores, kind="stable")[:n]]
+
+
+@dataclass
+class Contribution:
+    """One concept's part in one image's class score; ``box`` (x0, y0, x1, y1) in [0, 1] image fractions."""
+
+    concept: str
+    weight: float
+    presence: float
+    contribution: float
+    box: tuple[float, float, float, float]
+
+
+def image_contributions(features: FeatureSet, student: LinearStudent, position: int, class_id: int,
+                        top_k: int = 6) -> list[Contribution]:
+    """The concepts that contribute most (by |weight x standardised presence|) to ``class_id`` on one image."""
+    scores = features.concept_scores[position]
+    standardised = student.standardise(scores[None])[0]
+    weights = student.weight[class_id]
+    parts = weights * standardised
+    active = np.nonzero(weights)[0]
+    order = active[np.argsort(-np.abs(parts[active]), kind="stable")][:top_k]
+    boxes = features.region_boxes
+    return [Contribution(features.concepts[k], float(weights[k]), float(scores[k]), float(parts[k]),
+                         tuple(float(v) for v in boxes[features.best_region[position, k]])) for k in order]
+
+
+def disagreement_subsets(features: FeatureSet, student: LinearStudent, rows: np.ndarray) -> list[dict]:
+    """The groups of ``rows`` (FeatureSet positions) where student and teacher differ, largest first:
+    each {"teacher": class, "student": class, "positions": array}."""
+    rows = np.asarray(rows)
+    teacher = features.teacher_logits[rows].argmax(1)
+    predicted = student.logits(features.concept_scores[rows]).argmax(1)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for position, t, s in zip(rows, teacher, predicted, strict=True):
+        if t != s:
+            groups.setdefault((int(t), int(s)), []).append(int(position))
+    ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [{"teacher": features.class_names[t], "student": features.class_names[s], "positions": np.asarray(p)}
+            for (t, s), p in ordered]
+
+
+@dataclass
+class SweepPoint:
+    """One student of a sparsity sweep and its validation metrics."""
+
+    nec_target: int
+    student: LinearStudent
+    metrics: Metrics
+
+
+def nec_sweep(features: FeatureSet, necs: Sequence[int] = (1, 2, 3, 5, 10, 20), config: DistillConfig | None = None,
+              progress: bool = False) -> list[SweepPoint]:
+    """Students at several NEC targets on the same features (the fidelity-vs-NEC curve to pick from)."""
+    config = config or DistillConfig()
+    targets = sorted({int(n) for n in necs})
+    points = []
+    # The bar is driven by hand: Gradio's tqdm tracking changes what iterating a wrapped iterable yields.
+    bar = tqdm(total=len(targets), desc="Fitting students", disable=not progress)
+    for nec in targets:
+        student = distill(features, replace(config, nec=nec))
+        points.append(SweepPoint(nec, student, evaluate_student(features, student)))
+        bar.update()
+    bar.close()
+    return points

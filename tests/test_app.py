@@ -1,0 +1,125 @@
+"""The Gradio app over real HTTP: the whole workflow through gradio_client (load, distil, select, edit,
+undo, export), checked against the core; two clients at once never see each other's state."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from infincond import (
+    ConceptCorpus,
+    ConceptEncoder,
+    DataConfig,
+    DistillConfig,
+    ImageSource,
+    Teacher,
+    distill,
+    extract_features,
+)
+from infincond.tuning import TuningSession
+from infincond.ui import LoadSettings, build_app
+
+from .conftest import CONCEPTS
+
+PERF, HEAT, SELECTION, LOG = 3, 9, 15, 18  # positions of views in an event's outputs
+SAMPLES, NEC = 100, 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def preset(repos) -> LoadSettings:
+    return LoadSettings(repos["teacher"], repos["dataset"], repos["clip"], samples=SAMPLES, corpus="typed",
+                        concepts_text=", ".join(CONCEPTS))
+
+
+@pytest.fixture(scope="module")
+def app_url(preset, tmp_path_factory):
+    demo = build_app({"Tiny world": preset}, cache_dir=tmp_path_factory.mktemp("app-cache"))
+    port = free_port()
+    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def core(preset, tmp_path_factory):
+    """The same features and student computed by the core directly, to check the app against."""
+    source = ImageSource.load(DataConfig(preset.dataset, samples=SAMPLES))
+    teacher = Teacher.from_pretrained(preset.teacher, dataset_label_names=source.label_names)
+    features = extract_features(source, teacher, ConceptEncoder.from_pretrained(preset.encoder),
+                                ConceptCorpus.from_list(CONCEPTS), cache_dir=False, progress=False)
+    return features, distill(features, DistillConfig(nec=NEC))
+
+
+def load_and_distil(client: Client, preset: LoadSettings, nec: int = NEC):
+    client.predict(preset.teacher, preset.dataset, "", "", "auto", "auto", preset.encoder, "typed",
+                   preset.concepts_text, SAMPLES, None, 20, "any class", api_name="/load")
+    return client.predict(nec, 20, "any class", api_name="/distill")
+
+
+def rows(table: dict) -> list[dict]:
+    return [dict(zip(table["headers"], row, strict=True)) for row in table["data"]]
+
+
+def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, core, tmp_path):
+    features, student = core
+    client = Client(app_url, verbose=False)
+    out = load_and_distil(client, preset)
+    session = TuningSession(features, student)
+    assert f"**Fidelity** {100 * session.metrics['fidelity']:.1f}%" in out[PERF]
+    heat = rows(out[HEAT])
+    assert heat and set(heat[0]) == {"concept", *features.class_names}
+    # Select a weight the student uses and down-tune it: the app's metrics are the core's.
+    c, k = np.argwhere(student.weight != 0)[0]
+    concept, cls = features.concepts[k], features.class_names[c]
+    out = client.predict(concept, cls, 20, "any class", api_name="/select")
+    assert f"**{concept}** for class **{cls}**" in out[SELECTION]
+    preview = client.predict("Down-tune", 2.0, api_name="/preview")
+    assert f"What if: down-tune '{concept}' for {cls} x2" in preview
+    out = client.predict("Down-tune", 2.0, 20, "any class", api_name="/apply")
+    entry = session.down(concept, cls, 2.0)
+    log = rows(out[1 + LOG])
+    assert [r["action"] for r in log] == ["distilled student", f"down-tune '{concept}' for {cls} x2"]
+    assert log[-1]["fidelity"] == f"{100 * entry.metrics_after['fidelity']:.1f}%"
+    assert log[-1]["accuracy"] == f"{100 * entry.metrics_after['accuracy']:.1f}%"
+    assert f"weight {entry.changes[0]['after']:+.3f}" in out[1 + SELECTION]
+    # Undo, then export the log: it replays on the core's features to the undone (= distilled) student.
+    out = client.predict(0, 20, "any class", api_name="/undo")
+    assert rows(out[1 + LOG])[-1]["action"].startswith("undo") and rows(out[1 + LOG])[-1]["current"] == "●"
+    path = client.predict(api_name="/export_log")
+    log_json = json.loads(open(path).read())
+    assert [e["action"] for e in log_json["entries"]] == ["start", "edit", "undo"]
+    replayed = TuningSession.replay(features, log_json)
+    np.testing.assert_allclose(replayed.weight, student.weight, atol=1e-6)
+    zipped = client.predict(api_name="/download")
+    assert zipped.endswith(".zip")
+
+
+def test_errors_are_clear_messages_and_two_clients_are_isolated(app_url, preset):
+    first, second = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    with pytest.raises(AppError, match="Distil a student first"):
+        second.predict("Down-tune", 2.0, api_name="/preview")
+    load_and_distil(first, preset)
+    first.predict("Remove", 2.0, 20, "any class", api_name="/apply")
+    # The second client still has nothing: the first one's student is not shared.
+    with pytest.raises(AppError, match="Distil a student first"):
+        second.predict(0, 20, "any class", api_name="/undo")
+    out = load_and_distil(second, preset, nec=1)
+    assert [r["action"] for r in rows(out[LOG])] == ["distilled student"]
+    assert "NEC 1.0" in out[PERF]
+    # ...and the first client's history is untouched by the second's distillation.
+    out = first.predict(0, 20, "any class", api_name="/undo")
+    assert [r["action"].split(" ")[0] for r in rows(out[1 + LOG])] == ["distilled", "remove", "undo"]
+    assert f"NEC {NEC}.0" in out[1 + PERF]
+    with pytest.raises(AppError, match="Unknown concept 'nope'"):
+        first.predict("nope", "red", 20, "any class", api_name="/select")
