@@ -57,3 +57,12 @@ def features(source, teacher, encoder, corpus, tmp_path_factory):
 def world(tmp_path_factory):
     """The reduced Shapes world (same code and layout as the default one, built in seconds)."""
     return build_world(WorldConfig.quick(), tmp_path_factory.mktemp("world") / "shapes", progress=False)
+
+
+@pytest.fixture(scope="session")
+def preset(repos):
+    """The tiny real models and dataset as an app preset (typed concepts, 100 images)."""
+    from infincond.ui import LoadSettings
+
+    return LoadSettings(repos["teacher"], repos["dataset"], repos["clip"], samples=100, corpus="typed",
+                        concepts_text=", ".join(CONCEPTS))

@@ -37,12 +37,6 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def preset(repos) -> LoadSettings:
-    return LoadSettings(repos["teacher"], repos["dataset"], repos["clip"], samples=SAMPLES, corpus="typed",
-                        concepts_text=", ".join(CONCEPTS))
-
-
-@pytest.fixture(scope="module")
 def app_url(preset, tmp_path_factory):
     demo = build_app({"Tiny world": preset}, cache_dir=tmp_path_factory.mktemp("app-cache"))
     port = free_port()

@@ -1,0 +1,79 @@
+"""The app in a real browser (Debian's Chromium, headless, driven by Playwright): load, distil, select a
+heatmap cell, apply an edit, see the provenance grow. Screenshots of every view are saved as test
+artefacts (``$INFINCOND_ARTIFACTS``, default ``artifacts/screenshots``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from infincond.ui import build_app
+
+from .test_app import free_port
+
+CHROMIUM = os.environ.get("INFINCOND_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+VIEWS = ["setup", "configuration", "performance", "heatmap", "images", "tuning", "provenance", "share"]
+
+playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
+pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists(),
+                                reason=f"no Chromium at {CHROMIUM} (scripts/setup.sh installs it with apt-get)")
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    folder = Path(os.environ.get("INFINCOND_ARTIFACTS", "artifacts")) / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def page_url(preset, tmp_path_factory):
+    demo = build_app({"Tiny world": preset}, cache_dir=tmp_path_factory.mktemp("browser-cache"))
+    port = free_port()
+    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_workflow_in_a_real_browser(page_url, artifacts):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.goto(page_url)
+        load, distil = page.get_by_role("button", name="Load", exact=True), page.get_by_role("button", name="Distil", exact=True)
+        assert distil.is_disabled()  # nothing loaded yet
+        load.click()
+        expect(page.locator("#view-configuration")).to_contain_text("teacher accuracy", timeout=120_000)
+        expect(distil).to_be_enabled()
+        distil.click()
+        expect(page.locator("#view-performance")).to_contain_text("Fidelity", timeout=120_000)
+        expect(page.locator("#provenance-log")).to_contain_text("distilled student", timeout=60_000)
+        # Click a heatmap cell: the second row's first class column selects that concept and class everywhere.
+        row = page.locator("#heatmap [role=row]").nth(2)  # the header is row 0
+        expect(row).to_be_visible(timeout=60_000)
+        cells = row.locator("[role=gridcell]")
+        concept = cells.nth(0).inner_text().strip()
+        cells.nth(1).click()
+        expect(page.locator("#view-tuning")).to_contain_text(f"Selected: {concept} for class", timeout=60_000)
+        expect(page.locator("#view-images")).to_contain_text(f"Where {concept} is most present", timeout=60_000)
+        page.locator("#concept-gallery img").first.click()
+        expect(page.locator("#view-images")).to_contain_text("teacher says", timeout=60_000)
+        # Preview, then apply a down-tune: the provenance log grows by one step.
+        page.get_by_role("button", name="What if?", exact=True).click()
+        expect(page.locator("#view-tuning")).to_contain_text("What if: down-tune", timeout=60_000)
+        page.get_by_role("button", name="Apply (refit)", exact=True).click()
+        expect(page.locator("#provenance-log")).to_contain_text(f"down-tune '{concept}'", timeout=60_000)
+        expect(page.locator("#provenance-log [role=row]")).to_have_count(3)  # header + 2 steps
+        expect(page.get_by_role("button", name="Undo", exact=True)).to_be_enabled()
+        page.wait_for_timeout(1500)  # let the plots settle before the screenshots
+        for view in VIEWS:
+            page.locator(f"#view-{view}").screenshot(path=str(artifacts / f"{view}.png"))
+        page.screenshot(path=str(artifacts / "app.png"), full_page=True)
+        browser.close()
+    for view in VIEWS:
+        assert (artifacts / f"{view}.png").stat().st_size > 5_000
