@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -36,13 +37,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(preset, tmp_path_factory):
-    demo = build_app({"Tiny world": preset}, cache_dir=tmp_path_factory.mktemp("app-cache"))
+@contextmanager
+def running_app(preset: LoadSettings, cache_dir):
+    """The app with ``preset``, served on a free loopback port; yields its URL."""
+    demo = build_app({"Tiny world": preset}, cache_dir=cache_dir)
     port = free_port()
     demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(preset, tmp_path_factory):
+    with running_app(preset, tmp_path_factory.mktemp("app-cache")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

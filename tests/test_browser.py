@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infincond.ui import build_app
-
-from .test_app import free_port
+from .test_app import running_app
 
 CHROMIUM = os.environ.get("INFINCOND_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -33,11 +31,8 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="module")
 def page_url(preset, tmp_path_factory):
-    demo = build_app({"Tiny world": preset}, cache_dir=tmp_path_factory.mktemp("browser-cache"))
-    port = free_port()
-    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with running_app(preset, tmp_path_factory.mktemp("browser-cache")) as url:
+        yield url
 
 
 def test_workflow_in_a_real_browser(page_url, artifacts):
