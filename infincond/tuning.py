@@ -610,9 +610,10 @@ class TuningSession:
             "entries": [entry.to_dict() for entry in self.log],
             "final": {"state": self.cursor, "weight": self.state.weight.tolist(), "bias": self.state.bias.tolist()},
         }
+        text = json.dumps(data, indent=1, allow_nan=False, default=_json_default)
         if path is not None:
-            Path(path).write_text(json.dumps(data, indent=1, allow_nan=False, default=_json_default))
-        return json.loads(json.dumps(data, allow_nan=False, default=_json_default))
+            Path(path).write_text(text)
+        return json.loads(text)
 
     @classmethod
     def replay(cls, features: FeatureSet, log: dict | str | os.PathLike, *, eval_features: FeatureSet | None = None,

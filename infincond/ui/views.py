@@ -223,18 +223,16 @@ def provenance(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The log as a table, and the metrics after each step (long format, for a line plot)."""
     if ws.session is None:
         return pd.DataFrame(), pd.DataFrame()
+    log = ws.session.log
+    current = next(e.step for e in reversed(log) if e.state == ws.session.cursor)  # the step that led here last
     rows, points = [], []
-    for e in ws.session.log:
+    for e in log:
         d = e.delta
         rows.append({"step": e.step, "time": e.time[11:19], "action": e.summary,
                      "fidelity": _pct(e.metrics_after["fidelity"]), "Δ fidelity": _delta(d.get("fidelity")),
                      "accuracy": _pct(e.metrics_after["accuracy"]), "Δ accuracy": _delta(d.get("accuracy")),
-                     "current": "●" if e.state == ws.session.cursor and e is _last_at(ws, e.state) else ""})
+                     "current": "●" if e.step == current else ""})
         points.append({"step": e.step, "metric": "fidelity", "value": e.metrics_after["fidelity"]})
         if e.metrics_after["accuracy"] is not None:
             points.append({"step": e.step, "metric": "accuracy", "value": e.metrics_after["accuracy"]})
     return pd.DataFrame(rows), pd.DataFrame(points)
-
-
-def _last_at(ws: Workspace, state: int):
-    return next(e for e in reversed(ws.session.log) if e.state == state)

@@ -4,7 +4,6 @@ so two sessions never share a student."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
@@ -184,16 +183,14 @@ class Workspace:
         folder = Path(tempfile.mkdtemp(prefix="infincond-"))
         self.save(folder / "student")
         target = folder / "infincond-student.zip"
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted((folder / "student").rglob("*")):
                 archive.write(path, path.relative_to(folder / "student"))
-        target.write_bytes(buffer.getvalue())
         return target
 
     def push(self, repo_id: str, token: str | None, private: bool = False) -> str:
         """Push the student to the Hub; returns the repo URL."""
-        if not repo_id or "/" not in repo_id and not repo_id.strip():
+        if not (repo_id or "").strip():
             raise ConfigError("Give a repo name, e.g. 'your-name/shapes-student'.")
         if not token:
             raise ConfigError("No Hugging Face token: set HF_TOKEN, or sign in with Hugging Face on a Space.")
