@@ -367,7 +367,7 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
         path = []
         previous = lam_max
         bar = tqdm(lambdas, desc=f"L1 path to NEC={target_nec}", disable=not progress)
-        for lam in bar:
+        for lam in bar:  # the path stops early: the bar is closed below, or Gradio keeps showing it
             lam = float(lam)
             # Strong rules (Tibshirani et al. 2012) guess the working set; KKT checks on all concepts
             # add any concept they missed, so the path is exact while iterating on few columns.
@@ -391,6 +391,7 @@ def fit(concept_scores: np.ndarray, teacher_logits: np.ndarray, config: DistillC
                          "iters": iters, "working_set": int(working.sum())})
             if int(nnz.min()) >= target_nec:
                 break
+        bar.close()
         info["path"] = path
         support = _select_support(weight, target_nec, forced)
         l1 = 0.0

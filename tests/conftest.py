@@ -60,9 +60,9 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def preset(repos):
-    """The tiny real models and dataset as an app preset (typed concepts, 100 images)."""
-    from infincond.ui import LoadSettings
+def preset(world):
+    """The reduced Shapes world as the app's preset: 200 training images, the built-in corpus plus the
+    world's vocabulary (what `python app.py` opens with, on a smaller sample)."""
+    from infincond.ui import shapes_preset
 
-    return LoadSettings(repos["teacher"], repos["dataset"], repos["clip"], samples=100, corpus="typed",
-                        concepts_text=", ".join(CONCEPTS))
+    return shapes_preset(world, samples=200)

@@ -9,11 +9,10 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from infincond import (
-    ConceptCorpus,
     ConceptEncoder,
     DataConfig,
     DistillConfig,
@@ -23,12 +22,10 @@ from infincond import (
     extract_features,
 )
 from infincond.tuning import TuningSession
-from infincond.ui import LoadSettings, build_app
-
-from .conftest import CONCEPTS
+from infincond.ui import LoadSettings, build_app, launch_kwargs
 
 PERF, HEAT, SELECTION, LOG = 3, 9, 15, 18  # positions of views in an event's outputs
-SAMPLES, NEC = 100, 3
+NEC = 3
 
 
 def free_port() -> int:
@@ -40,9 +37,9 @@ def free_port() -> int:
 @contextmanager
 def running_app(preset: LoadSettings, cache_dir):
     """The app with ``preset``, served on a free loopback port; yields its URL."""
-    demo = build_app({"Tiny world": preset}, cache_dir=cache_dir)
+    demo = build_app({"Shapes world (offline)": preset}, cache_dir=cache_dir)
     port = free_port()
-    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -58,16 +55,17 @@ def app_url(preset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def core(preset, tmp_path_factory):
     """The same features and student computed by the core directly, to check the app against."""
-    source = ImageSource.load(DataConfig(preset.dataset, samples=SAMPLES))
+    source = ImageSource.load(DataConfig(preset.dataset, split=preset.split, samples=preset.samples))
     teacher = Teacher.from_pretrained(preset.teacher, dataset_label_names=source.label_names)
     features = extract_features(source, teacher, ConceptEncoder.from_pretrained(preset.encoder),
-                                ConceptCorpus.from_list(CONCEPTS), cache_dir=False, progress=False)
+                                preset.corpus_value(), cache_dir=False, progress=False)
     return features, distill(features, DistillConfig(nec=NEC))
 
 
 def load_and_distil(client: Client, preset: LoadSettings, nec: int = NEC):
-    client.predict(preset.teacher, preset.dataset, "", "", "auto", "auto", preset.encoder, "typed",
-                   preset.concepts_text, SAMPLES, None, 20, "any class", api_name="/load")
+    client.predict(preset.teacher, preset.dataset, preset.config_name or "", preset.split or "", preset.image_column,
+                   preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples, None, 20,
+                   "any class", api_name="/load")
     return client.predict(nec, 20, "any class", api_name="/distill")
 
 
@@ -98,8 +96,8 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     assert log[-1]["accuracy"] == f"{100 * entry.metrics_after['accuracy']:.1f}%"
     assert f"weight {entry.changes[0]['after']:+.3f}" in out[1 + SELECTION]
     # Undo, then export the log: it replays on the core's features to the undone (= distilled) student.
-    out = client.predict(0, 20, "any class", api_name="/undo")
-    assert rows(out[1 + LOG])[-1]["action"].startswith("undo") and rows(out[1 + LOG])[-1]["current"] == "●"
+    undone = client.predict(0, 20, "any class", api_name="/undo")
+    assert rows(undone[1 + LOG])[-1]["action"].startswith("undo") and rows(undone[1 + LOG])[-1]["current"] == "●"
     path = client.predict(api_name="/export_log")
     log_json = json.loads(open(path).read())
     assert [e["action"] for e in log_json["entries"]] == ["start", "edit", "undo"]
@@ -107,6 +105,12 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     np.testing.assert_allclose(replayed.weight, student.weight, atol=1e-6)
     zipped = client.predict(api_name="/download")
     assert zipped.endswith(".zip")
+    # Another session imports that log: it replays to the same history.
+    other = Client(app_url, verbose=False)
+    load_and_distil(other, preset)
+    out = other.predict(handle_file(path), 20, "any class", api_name="/import_log")
+    assert out[0] == "Imported and replayed 3 steps (largest weight gap 0)."
+    assert [r["action"] for r in rows(out[1 + LOG])] == [r["action"] for r in rows(undone[1 + LOG])]
 
 
 def test_errors_are_clear_messages_and_two_clients_are_isolated(app_url, preset):
@@ -126,4 +130,4 @@ def test_errors_are_clear_messages_and_two_clients_are_isolated(app_url, preset)
     assert [r["action"].split(" ")[0] for r in rows(out[1 + LOG])] == ["distilled", "remove", "undo"]
     assert f"NEC {NEC}.0" in out[1 + PERF]
     with pytest.raises(AppError, match="Unknown concept 'nope'"):
-        first.predict("nope", "red", 20, "any class", api_name="/select")
+        first.predict("nope", "circle", 20, "any class", api_name="/select")

@@ -35,7 +35,7 @@ def page_url(preset, tmp_path_factory):
         yield url
 
 
-def test_workflow_in_a_real_browser(page_url, artifacts):
+def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
@@ -44,10 +44,15 @@ def test_workflow_in_a_real_browser(page_url, artifacts):
         assert distil.is_disabled()  # nothing loaded yet
         load.click()
         expect(page.locator("#view-configuration")).to_contain_text("teacher accuracy", timeout=120_000)
+        expect(page.locator("#view-configuration img").first).to_be_visible()
         expect(distil).to_be_enabled()
         distil.click()
         expect(page.locator("#view-performance")).to_contain_text("Fidelity", timeout=120_000)
         expect(page.locator("#provenance-log")).to_contain_text("distilled student", timeout=60_000)
+        expect(page.locator("#view-performance canvas, #view-performance svg.marks")).to_have_count(2)  # both plots
+        # Open the largest disagreement subset: its images appear.
+        page.locator("#disagreements [role=gridcell]").first.click()
+        expect(page.locator("#subset-gallery img").first).to_be_visible(timeout=60_000)
         # Click a heatmap cell: the second row's first class column selects that concept and class everywhere.
         row = page.locator("#heatmap [role=row]").nth(2)  # the header is row 0
         expect(row).to_be_visible(timeout=60_000)
@@ -64,11 +69,27 @@ def test_workflow_in_a_real_browser(page_url, artifacts):
         page.get_by_role("button", name="Apply (refit)", exact=True).click()
         expect(page.locator("#provenance-log")).to_contain_text(f"down-tune '{concept}'", timeout=60_000)
         expect(page.locator("#provenance-log [role=row]")).to_have_count(3)  # header + 2 steps
-        expect(page.get_by_role("button", name="Undo", exact=True)).to_be_enabled()
+        expect(page.locator("#view-tuning")).to_contain_text("Constraints in force")
+        expect(page.locator("#view-tuning [role=gridcell]").first).to_have_text(concept)
+        # Undo: a third step, and the constraint is gone.
+        page.get_by_role("button", name="Undo", exact=True).click()
+        expect(page.locator("#provenance-log [role=row]")).to_have_count(4, timeout=60_000)
+        expect(page.locator("#provenance-log")).to_contain_text("undo")
+        page.get_by_role("button", name="Redo", exact=True).click()  # back to the edited student, to share it
+        expect(page.locator("#provenance-log [role=row]")).to_have_count(5, timeout=60_000)
+        # Export the log; save the student to a folder and download it as a zip.
+        page.get_by_role("button", name="Export log", exact=True).click()
+        expect(page.locator("#view-provenance")).to_contain_text("KB", timeout=60_000)  # the file link, with its size
+        page.locator("#save-dir textarea, #save-dir input").first.fill(str(tmp_path / "student"))
+        page.get_by_role("button", name="Save locally", exact=True).click()
+        expect(page.locator("#view-share")).to_contain_text("Saved to", timeout=60_000)
+        page.get_by_role("button", name="Download as zip", exact=True).click()
+        expect(page.locator("#student-zip")).to_contain_text("KB", timeout=60_000)
         page.wait_for_timeout(1500)  # let the plots settle before the screenshots
         for view in VIEWS:
             page.locator(f"#view-{view}").screenshot(path=str(artifacts / f"{view}.png"))
         page.screenshot(path=str(artifacts / "app.png"), full_page=True)
         browser.close()
+    assert {f.name for f in (tmp_path / "student").iterdir()} >= {"model.safetensors", "config.json", "tuning_log.json"}
     for view in VIEWS:
         assert (artifacts / f"{view}.png").stat().st_size > 5_000

@@ -92,14 +92,17 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
             with gr.Column(scale=1, elem_id="view-performance", elem_classes="view"):
                 gr.Markdown("### 2 · Student performance")
                 perf_md = gr.Markdown()
-                class_bars = gr.BarPlot(x="class", y="score", color="model", label="Per class (accuracy, or agreement)",
-                                        height=220, y_lim=[0, 1])
-                nec_curve = gr.LinePlot(x="NEC", y="fidelity", label="Fidelity vs NEC: pick a student", height=200)
+                # No `height=` on native plots: in Gradio 6.31 it turns their axes ordinal (measured).
+                class_bars = gr.BarPlot(x="bar", y="score", color="model", label="Per class (accuracy, or agreement)",
+                                        y_lim=[0, 1], x_title="class", x_label_angle=-40,
+                                        color_map={"teacher": "#94a3b8", "student": "#f97316"})
+                nec_curve = gr.LinePlot(x="NEC", y="fidelity", label="Fidelity vs NEC: pick a student")
                 with gr.Row():
                     pick_nec = gr.Dropdown([], label="Student (NEC target)", interactive=True)
                 disagreements = gr.Dataframe(label="Where student and teacher disagree (click a row to open it)",
-                                             interactive=False, max_height=200)
-                subset_images = gr.Gallery(label="Disagreement subset", columns=8, height=160, allow_preview=True)
+                                             interactive=False, max_height=200, elem_id="disagreements")
+                subset_images = gr.Gallery(label="Disagreement subset", columns=8, height=160, allow_preview=True,
+                                           elem_id="subset-gallery")
             with gr.Column(scale=1, elem_id="view-heatmap", elem_classes="view"):
                 gr.Markdown("### 3 · Concept-class influence")
                 with gr.Row():
@@ -135,7 +138,7 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, elem_id="view-provenance", elem_classes="view"):
                 gr.Markdown("### 6 · Provenance")
-                log_plot = gr.LinePlot(x="step", y="value", color="metric", height=200, label="Metrics after each step")
+                log_plot = gr.LinePlot(x="step", y="value", color="metric", label="Metrics after each step")
                 log_table = gr.Dataframe(interactive=False, max_height=260, elem_id="provenance-log")
                 with gr.Row():
                     undo_btn = gr.Button("Undo", interactive=False)
@@ -149,10 +152,10 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
                     import_btn = gr.Button("Import log", interactive=False)
             with gr.Column(scale=2, elem_id="view-share", elem_classes="view"):
                 gr.Markdown("### Share")
-                save_dir = gr.Textbox("infincond-student", label="Save to folder")
+                save_dir = gr.Textbox("infincond-student", label="Save to folder", elem_id="save-dir")
                 save_btn = gr.Button("Save locally", interactive=False)
                 zip_btn = gr.Button("Download as zip", interactive=False)
-                zip_file = gr.File(label="Student (zip)")
+                zip_file = gr.File(label="Student (zip)", elem_id="student-zip")
                 repo = gr.Textbox(label="Hub repo (user/name)")
                 private = gr.Checkbox(False, label="Private")
                 if os.environ.get("SPACE_ID"):

@@ -76,8 +76,9 @@ def performance(ws: Workspace) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.Data
     for c, name in enumerate(full.class_names):
         teacher = full.teacher_class_accuracy[c] if use_labels else 1.0
         student = full.student_class_accuracy[c] if use_labels else full.recall[c]
-        bars += [{"class": name, "model": "teacher", "score": float(np.nan_to_num(teacher))},
-                 {"class": name, "model": "student", "score": float(np.nan_to_num(student))}]
+        # Native plots stack bars of one x; one bar per (class, model) puts them side by side instead.
+        bars += [{"bar": f"{name} · teacher", "class": name, "model": "teacher", "score": float(np.nan_to_num(teacher))},
+                 {"bar": f"{name} · student", "class": name, "model": "student", "score": float(np.nan_to_num(student))}]
     curve = pd.DataFrame([{"NEC": float(p.metrics.nec), "fidelity": p.metrics.fidelity, "target": p.nec_target}
                           for p in ws.sweep])
     subsets = disagreement_subsets(ws.features, ws.session.student, np.nonzero(ws.features.is_val)[0])
