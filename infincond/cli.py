@@ -1,9 +1,8 @@
-"""Command line: ``infincond distill --teacher T --dataset D --encoder E --out DIR``."""
+"""Command line: ``infincond distill | example | demo | push | space deploy`` (``infincond -h``)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,8 +59,7 @@ def _distill(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     run.student.save_pretrained(out)
-    m = run.metrics
-    (out / "metrics.json").write_text(json.dumps(m.to_dict(), indent=1))
+    m = run.metrics  # saved beside the weights as metrics.json (with the student), and in its model card
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     print(f"\nValidation ({m.n_images} images, {m.n_labelled} labelled):")
     print(f"  fidelity          {pct(m.fidelity)}")
@@ -148,12 +146,50 @@ def _demo_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="Push a saved student folder to the Hub as a model repo.")
+    p.add_argument("--student", required=True, help="Folder written by `infincond distill` or the app's Save.")
+    p.add_argument("--repo", required=True, help="Hub repo id, e.g. your-name/shapes-student.")
+    p.add_argument("--private", action="store_true", help="Create the repo private (when it does not exist yet).")
+    p.add_argument("--token", default=None, help="A write token (default: $HF_TOKEN, or the cached login).")
+    p.set_defaults(func=_push)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .student import ConceptStudent
+
+    student = ConceptStudent.from_pretrained(args.student)
+    info = student.push_to_hub(args.repo, private=args.private or None, token=args.token)
+    print(f"Pushed {args.student} to {info.repo_url} (commit {info.oid[:10]}).")
+    return 0
+
+
+def _add_space(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("space", help="The app as a Hugging Face Space.")
+    space = p.add_subparsers(dest="space_command", required=True)
+    q = space.add_parser("deploy", help="Create or update a Gradio Space running the app (from a source checkout).")
+    q.add_argument("--repo", required=True, help="Space repo id, e.g. your-name/infincond.")
+    q.add_argument("--private", action="store_true")
+    q.add_argument("--token", default=None, help="A write token (default: $HF_TOKEN).")
+    q.set_defaults(func=_space_deploy)
+
+
+def _space_deploy(args: argparse.Namespace) -> int:
+    from .space import deploy_space
+
+    url = deploy_space(args.repo, token=args.token, private=args.private)
+    print(f"Deployed: {url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infincond", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_distill(sub)
     _add_example(sub)
     _add_demo(sub)
+    _add_push(sub)
+    _add_space(sub)
     return parser
 
 

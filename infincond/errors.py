@@ -21,3 +21,7 @@ class ConfigError(InfinconError):
 
 class ConstraintError(InfinconError):
     """Weight constraints contradict each other or refer to unknown concepts or classes."""
+
+
+class HubError(InfinconError):
+    """The Hub refused a request (bad token, no access, missing repo) or could not be reached."""

@@ -1,4 +1,4 @@
-"""Resolving Hub repo ids and local paths, and turning loading failures into clear errors."""
+"""Resolving Hub repo ids and local paths, and turning loading and Hub failures into clear errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LoadError
+from .errors import HubError, LoadError
 
 #: Files whose size and modification time identify the state of a local model or dataset folder.
 _FINGERPRINT_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".arrow", ".parquet", ".model")
@@ -58,3 +58,67 @@ def loading(what: str, ref: str) -> Iterator[None]:
     except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
         where = "the local path" if is_local(ref) else "the Hub repo id (and your network / HF_TOKEN)"
         raise LoadError(f"Could not load the {what} {ref!r}: {error}. Check {where}.") from error
+
+
+def is_repo_id(ref: str | os.PathLike | None) -> bool:
+    """True when ``ref`` is a valid Hub repo id (``name`` or ``namespace/name``) and not a local path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not ref or is_local(ref):
+        return False
+    try:
+        validate_repo_id(str(ref))
+    except HFValidationError:
+        return False
+    return True
+
+
+def endpoint() -> str:
+    """The Hub endpoint in use (``HF_ENDPOINT``, read by huggingface_hub at import)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+@contextlib.contextmanager
+def hub_errors(action: str, repo_id: str) -> Iterator[None]:
+    """Re-raise a Hub failure inside the block as a :class:`HubError` that says what to check.
+
+    The message never includes the token: huggingface_hub's errors carry the URL and the server's
+    message, not the request headers.
+    """
+    import httpx
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except RepositoryNotFoundError as error:
+        raise HubError(f"Could not {action}: the repo {repo_id!r} does not exist, or it is private and your "
+                       "token cannot see it. Check the name, and HF_TOKEN (or sign in).") from error
+    except RevisionNotFoundError as error:
+        raise HubError(f"Could not {action}: {repo_id!r} has no such revision ({error}).") from error
+    except EntryNotFoundError as error:
+        raise HubError(f"Could not {action}: a file is missing from {repo_id!r} ({error}). "
+                       "Is it an InFiConD student?") from error
+    except LocalEntryNotFoundError as error:  # raised when the endpoint cannot be reached and nothing is cached
+        raise HubError(f"Could not {action}: the Hub at {endpoint()} cannot be reached and nothing is cached "
+                       f"for {repo_id!r}. Check your network (or HF_ENDPOINT).") from error
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status == 401:
+            message = "the Hub refused the token (401). Set a valid HF_TOKEN, or sign in with Hugging Face."
+        elif status == 403:
+            message = (f"your token may not write to {repo_id!r} (403). Use a token with write access to "
+                       "that namespace, or push under your own name.")
+        else:
+            message = f"the Hub answered {status}: {error}"
+        raise HubError(f"Could not {action}: {message}") from error
+    except (httpx.TransportError, ConnectionError) as error:
+        raise HubError(f"Could not {action}: the Hub at {endpoint()} cannot be reached ({type(error).__name__}). "
+                       "Check your network (or HF_ENDPOINT).") from error

@@ -118,3 +118,17 @@ def evaluate_student(features, student, split: str = "val") -> Metrics:
     return evaluate(student.logits(features.concept_scores[rows]), features.teacher_logits[rows],
                     features.labels_as_classes[rows], features.image_ids[rows], features.class_names,
                     student.nec_per_class)
+
+
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in values]
+
+
+def snapshot(metrics: Metrics) -> dict:
+    """The metrics a log entry keeps: fidelity, accuracy, KL, NEC, and per class the agreement with the
+    teacher (recall of its predictions) and accuracy against labels."""
+    agreement, accuracy = _nan_to_none(metrics.recall), _nan_to_none(metrics.student_class_accuracy)
+    return {"fidelity": metrics.fidelity, "accuracy": metrics.student_accuracy, "kl": metrics.kl, "nec": metrics.nec,
+            "teacher_accuracy": metrics.teacher_accuracy, "n_images": metrics.n_images,
+            "per_class": {name: {"fidelity": agreement[c], "accuracy": accuracy[c]}
+                          for c, name in enumerate(metrics.class_names)}}

@@ -13,7 +13,7 @@ from .concepts.encoder import ConceptEncoder
 from .data import DataConfig, ImageSource
 from .distill import DistillConfig, LinearStudent, distill
 from .features import ExtractConfig, FeatureSet, extract_features
-from .metrics import Metrics, evaluate_student
+from .metrics import Metrics, evaluate_student, snapshot
 from .student import ConceptStudent
 from .teacher import Teacher
 
@@ -60,6 +60,6 @@ def run_distillation(
     steps.close()
     features = extract_features(source, teacher_model, concept_encoder, concept_corpus, extract, cache_dir, progress)
     linear = distill(features, distill_config, progress=progress)
-    student = ConceptStudent.from_linear(linear, features, concept_encoder)
-    return DistillationRun(source, teacher_model, concept_encoder, features, linear, student,
-                           evaluate_student(features, linear))
+    metrics = evaluate_student(features, linear)
+    student = ConceptStudent.from_linear(linear, features, concept_encoder, metrics=snapshot(metrics))
+    return DistillationRun(source, teacher_model, concept_encoder, features, linear, student, metrics)

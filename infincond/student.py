@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import CommitInfo, ModelCard, PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 from PIL import Image
 from torch import nn
+from tqdm.auto import tqdm
 
 from .concepts.encoder import ConceptEncoder
 from .concepts.presence import box_on_image, concept_presence
@@ -23,6 +25,10 @@ from .data import to_rgb
 from .distill import DistillConfig, LinearStudent, softmax
 from .errors import ConfigError
 from .features import FeatureSet
+from .hub import hub_errors
+
+#: Files saved beside the weights, and the attribute each one fills on load.
+EXTRA_FILES = {"metrics.json": "metrics", "tuning_log.json": "tuning_log"}
 
 
 def _json_clean(value: object) -> object:
@@ -87,13 +93,19 @@ class ConceptStudent(
         self.register_buffer("score_mean", torch.zeros(k))
         self.register_buffer("score_std", torch.ones(k))
         self._encoder: ConceptEncoder | None = None
+        #: Metric snapshot of the student (fidelity, accuracy, per class, ...), saved as ``metrics.json``.
+        self.metrics: dict | None = None
+        #: The full, replayable tuning log (``TuningSession.export_log``), saved as ``tuning_log.json``.
+        self.tuning_log: dict | None = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_linear(cls, linear: LinearStudent, features: FeatureSet, encoder: ConceptEncoder | None = None,
-                    provenance: dict | None = None) -> ConceptStudent:
+                    provenance: dict | None = None, metrics: dict | None = None,
+                    tuning_log: dict | None = None) -> ConceptStudent:
         """Wrap a fitted :class:`LinearStudent` with the concepts and encoder reference of its FeatureSet;
-        ``provenance`` adds entries (e.g. the tuning edits) to what the FeatureSet records."""
+        ``provenance`` adds entries (e.g. the tuning edits) to what the FeatureSet records; ``metrics`` and
+        ``tuning_log`` travel with the student (files beside the weights, and the model card)."""
         prov = {**features.provenance, **(provenance or {})}
         student = cls(
             concepts=list(features.concepts),
@@ -110,6 +122,8 @@ class ConceptStudent(
             student.score_mean.copy_(torch.from_numpy(np.asarray(linear.score_mean, dtype=np.float32)))
             student.score_std.copy_(torch.from_numpy(np.asarray(linear.score_std, dtype=np.float32)))
         student._encoder = encoder
+        student.metrics = _json_clean(metrics) if metrics is not None else None
+        student.tuning_log = _json_clean(tuning_log) if tuning_log is not None else None
         return student
 
     def to_linear(self) -> LinearStudent:
@@ -118,15 +132,62 @@ class ConceptStudent(
                              self.score_mean.numpy().copy(), self.score_std.numpy().copy(),
                              DistillConfig(**self.distill_info) if self.distill_info else DistillConfig())
 
+    # -- the Hub: save, load, push ---------------------------------------------------------------
     @classmethod
-    def _from_pretrained(cls, *, strict: bool = True, **kwargs):  # strict unless asked otherwise
-        return super()._from_pretrained(strict=strict, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> ConceptStudent:
+        """Load a student from a Hub repo id or a local folder (weights strictly checked); the encoder's
+        vision tower is loaded on first prediction, by its recorded repo id and revision."""
+        with hub_errors("load the student", str(pretrained_model_name_or_path)):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool,
+                         local_files_only: bool, token, strict: bool = True, **kwargs):  # strict unless asked
+        student = super()._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
+                                           force_download=force_download, local_files_only=local_files_only,
+                                           token=token, strict=strict, **kwargs)
+        for name, attribute in EXTRA_FILES.items():
+            path = Path(model_id) / name
+            if not Path(model_id).is_dir():
+                try:
+                    path = Path(hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir, token=token,
+                                                force_download=force_download, local_files_only=local_files_only))
+                except EntryNotFoundError:  # an older or hand-made student: these files are optional
+                    continue
+            if path.is_file():
+                setattr(student, attribute, json.loads(path.read_text()))
+        return student
 
     def _save_pretrained(self, save_directory: Path) -> None:
         super()._save_pretrained(save_directory)
         # A readable copy of the vocabulary beside the weights (the embeddings are in the safetensors).
         (Path(save_directory) / "concepts.json").write_text(json.dumps(
             {"concepts": self.concepts, "class_names": self.class_names}, indent=1))
+        for name, attribute in EXTRA_FILES.items():
+            if getattr(self, attribute) is not None:
+                (Path(save_directory) / name).write_text(json.dumps(getattr(self, attribute), indent=1))
+
+    def generate_model_card(self, repo_id: str | None = None, **_) -> ModelCard:
+        """The model card (``README.md``): see :func:`infincond.card.model_card`."""
+        from .card import model_card
+
+        return model_card(self, repo_id)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Push an InFiConD student", branch: str | None = None,
+                    **kwargs) -> CommitInfo:
+        """Push the student in one commit: ``model.safetensors``, ``config.json``, ``concepts.json``,
+        ``metrics.json``, ``tuning_log.json`` and the ``README.md`` model card. The repo is created when
+        missing (``private`` applies then); files already there that the student does not write are kept.
+
+        Returns the commit info (a URL string; ``.repo_url`` is the repo's). Hub failures raise
+        :class:`~infincond.errors.HubError` with what to check.
+        """
+        with hub_errors("push the student", repo_id), tqdm(total=1, desc=f"Pushing to {repo_id}") as bar:
+            info = super().push_to_hub(repo_id, private=private, token=token, commit_message=commit_message,
+                                       branch=branch, model_card_kwargs={"repo_id": repo_id}, **kwargs)
+            bar.update()
+        return info
 
     # -- inference ----------------------------------------------------------------------------
     @property

@@ -40,7 +40,7 @@ from .concepts.encoder import ConceptEncoder
 from .distill import Constraints, DistillConfig, LinearStudent, Refitter
 from .errors import ConfigError, ConstraintError
 from .features import FeatureSet
-from .metrics import Metrics, evaluate, teacher_terms
+from .metrics import Metrics, evaluate, snapshot, teacher_terms
 from .student import ConceptStudent
 
 ACTIONS = ("up", "down", "remove", "lock", "restore")
@@ -232,20 +232,6 @@ class _Evaluator:
                         self.class_names, np.count_nonzero(weight, axis=1), self.teacher)
 
 
-def _nan_to_none(values: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in values]
-
-
-def snapshot(metrics: Metrics) -> dict:
-    """The metrics a log entry keeps: fidelity, accuracy, KL, NEC, and per class the agreement with the
-    teacher (recall of its predictions) and accuracy against labels."""
-    agreement, accuracy = _nan_to_none(metrics.recall), _nan_to_none(metrics.student_class_accuracy)
-    return {"fidelity": metrics.fidelity, "accuracy": metrics.student_accuracy, "kl": metrics.kl, "nec": metrics.nec,
-            "teacher_accuracy": metrics.teacher_accuracy, "n_images": metrics.n_images,
-            "per_class": {name: {"fidelity": agreement[c], "accuracy": accuracy[c]}
-                          for c, name in enumerate(metrics.class_names)}}
-
-
 def features_key(features: FeatureSet) -> str:
     """A hash of the rows, concepts and classes a session depends on (a replay must see the same)."""
     digest = hashlib.sha256()
@@ -343,11 +329,18 @@ class TuningSession:
         return self.state.metrics
 
     def concept_student(self, encoder: ConceptEncoder | None = None) -> ConceptStudent:
-        """The current student as a Hub-ready :class:`~infincond.student.ConceptStudent`; the actions that
-        led to it are summarised in its ``provenance["tuning"]``."""
+        """The current student as a Hub-ready :class:`~infincond.student.ConceptStudent`, carrying its
+        metrics and the whole log (the actions are also summarised in its ``provenance["tuning"]``)."""
         history = [{"step": e.step, "action": e.action, "summary": e.summary, "time": e.time, "params": e.params}
                    for e in self.log[1:]]
-        return ConceptStudent.from_linear(self.student, self.features, encoder, provenance={"tuning": history})
+        if self.eval_features is not None:
+            source = self.eval_features.provenance.get("dataset", {})
+            where = f"images of the evaluation set ({source.get('dataset', '?')}, split {source.get('split', '?')})"
+        else:
+            where = "held-out validation images of the sample"
+        return ConceptStudent.from_linear(self.student, self.features, encoder, provenance={"tuning": history},
+                                          metrics={**self.metrics, "evaluated_on": where},
+                                          tuning_log=self.export_log())
 
     def evaluate(self) -> Metrics:
         """Full metrics of the current student on the evaluation rows."""

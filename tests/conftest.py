@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests reaches the network
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# huggingface_hub reads its endpoint at import time, so it is set here, before anything imports it: every
+# Hub request of the tests goes to the local Hub-compatible server (the `hub` fixture), never the network.
+HUB_PORT = _free_port()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_TOKEN", None)  # a developer's real token (or cached login) never reaches the tests
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="infincond-test-hf-")
+#: Tokens the local Hub accepts: token -> (user name, role "write" or "read").
+HUB_TOKENS = {"hf_alice_write_token": ("alice", "write"), "hf_bob_write_token": ("bob", "write"),
+              "hf_alice_read_token": ("alice", "read")}
 
 import pytest  # noqa: E402
 
@@ -66,3 +84,14 @@ def preset(world):
     from infincond.ui import shapes_preset
 
     return shapes_preset(world, samples=200)
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """A local Hub-compatible HTTP server on ``HF_ENDPOINT``, backed by a temporary folder."""
+    from .hub_server import LocalHub
+
+    server = LocalHub(tmp_path_factory.mktemp("hub"), port=HUB_PORT, tokens=HUB_TOKENS)
+    server.start()
+    yield server
+    server.stop()

@@ -4,7 +4,6 @@ so two sessions never share a student."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import zipfile
@@ -169,13 +168,9 @@ class Workspace:
         return self.session.concept_student(self.encoder)
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Save the student (safetensors, config, concepts) and its tuning log into ``folder``."""
+        """Save the student into ``folder``: weights, config, concepts, metrics, tuning log and model card."""
         folder = Path(folder)
-        student = self.concept_student()
-        student.save_pretrained(folder)
-        self.session.export_log(folder / "tuning_log.json")
-        metrics = self.session.metrics
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        self.concept_student().save_pretrained(folder)
         return folder
 
     def zip(self) -> Path:
@@ -189,11 +184,11 @@ class Workspace:
         return target
 
     def push(self, repo_id: str, token: str | None, private: bool = False) -> str:
-        """Push the student to the Hub; returns the repo URL."""
+        """Push the student to the Hub (one commit: weights, config, concepts, metrics, tuning log and model
+        card); returns the repo URL."""
         if not (repo_id or "").strip():
             raise ConfigError("Give a repo name, e.g. 'your-name/shapes-student'.")
         if not token:
             raise ConfigError("No Hugging Face token: set HF_TOKEN, or sign in with Hugging Face on a Space.")
-        student = self.concept_student()
-        url = student.push_to_hub(repo_id.strip(), private=private, token=token)
-        return str(url)
+        info = self.concept_student().push_to_hub(repo_id.strip(), private=private, token=token)
+        return str(info.repo_url)
