@@ -39,6 +39,12 @@ def model_revision(ref: str, requested: str | None, config: object | None = None
     """The revision that was really loaded: the commit hash for Hub repos, a content stamp for folders."""
     if is_local(ref):
         return local_revision(ref)
+    from huggingface_hub import try_to_load_from_cache
+
+    # The repo was just downloaded: its config sits in the snapshot folder named by the commit.
+    cached = try_to_load_from_cache(ref, "config.json", revision=requested)
+    if isinstance(cached, str):
+        return Path(cached).parent.name
     commit = getattr(config, "_commit_hash", None)
     return commit or requested or "main"
 
@@ -87,7 +93,6 @@ def hub_errors(action: str, repo_id: str) -> Iterator[None]:
     The message never includes the token: huggingface_hub's errors carry the URL and the server's
     message, not the request headers.
     """
-    import httpx
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -119,6 +124,19 @@ def hub_errors(action: str, repo_id: str) -> Iterator[None]:
         else:
             message = f"the Hub answered {status}: {error}"
         raise HubError(f"Could not {action}: {message}") from error
-    except (httpx.TransportError, ConnectionError) as error:
+    except (*_transport_errors(), ConnectionError) as error:
         raise HubError(f"Could not {action}: the Hub at {endpoint()} cannot be reached ({type(error).__name__}). "
                        "Check your network (or HF_ENDPOINT).") from error
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection-level errors of the HTTP clients huggingface_hub may use (httpx2 in 2.x, httpx before)."""
+    import importlib
+
+    errors = []
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)

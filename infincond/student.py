@@ -23,7 +23,7 @@ from .concepts.encoder import ConceptEncoder
 from .concepts.presence import box_on_image, concept_presence
 from .data import to_rgb
 from .distill import DistillConfig, LinearStudent, softmax
-from .errors import ConfigError
+from .errors import ConfigError, LoadError
 from .features import FeatureSet
 from .hub import hub_errors
 
@@ -137,7 +137,16 @@ class ConceptStudent(
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> ConceptStudent:
         """Load a student from a Hub repo id or a local folder (weights strictly checked); the encoder's
         vision tower is loaded on first prediction, by its recorded repo id and revision."""
-        with hub_errors("load the student", str(pretrained_model_name_or_path)):
+        ref = str(pretrained_model_name_or_path)
+        with hub_errors("load the student", ref):
+            # The mixin treats any failure to fetch config.json as "no config"; fetching it first surfaces
+            # the real reason (missing or private repo, bad token, no network) as a clear error.
+            if Path(ref).is_dir():
+                if not (Path(ref) / "config.json").exists():
+                    raise LoadError(f"{ref} holds no config.json: it is not a saved InFiConD student.")
+            else:
+                options = ("revision", "cache_dir", "token", "force_download", "local_files_only")
+                hf_hub_download(ref, "config.json", **{k: kwargs[k] for k in options if k in kwargs})
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from huggingface_hub import HfApi
+from huggingface_hub.errors import RepositoryNotFoundError
 
 from infincond import (
     ConceptEncoder,
+    ConceptStudent,
     DataConfig,
     DistillConfig,
     ImageSource,
@@ -131,3 +134,23 @@ def test_errors_are_clear_messages_and_two_clients_are_isolated(app_url, preset)
     assert f"NEC {NEC}.0" in out[1 + PERF]
     with pytest.raises(AppError, match="Unknown concept 'nope'"):
         first.predict("nope", "circle", 20, "any class", api_name="/select")
+
+
+def test_push_from_the_app_reaches_the_hub_and_loads_back(app_url, preset, core, hub, monkeypatch, tmp_path):
+    features, student = core
+    monkeypatch.setenv("HF_TOKEN", "hf_alice_write_token")  # what the app reads when run locally
+    client = Client(app_url, verbose=False)
+    load_and_distil(client, preset)
+    message = client.predict("alice/app-student", True, api_name="/push")
+    url = f"{hub.url}/alice/app-student"
+    assert message == f"Pushed: [{url}]({url})"
+    with pytest.raises(RepositoryNotFoundError):  # pushed private: invisible without the token
+        HfApi(token=False).model_info("alice/app-student")
+    loaded = ConceptStudent.from_pretrained("alice/app-student", token="hf_alice_write_token", cache_dir=tmp_path)
+    np.testing.assert_allclose(loaded.weight.numpy(), student.weight)
+    local = TuningSession(features, student).concept_student()
+    images = ImageSource.load(DataConfig(preset.dataset, split="test", samples=16)).images(range(16))
+    np.testing.assert_array_equal(loaded.predict(images).class_ids, local.predict(images).class_ids)
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(AppError, match="No Hugging Face token"):
+        client.predict("alice/app-student", False, api_name="/push")
