@@ -117,7 +117,8 @@ def hub_errors(action: str, repo_id: str) -> Iterator[None]:
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status == 401:
-            message = "the Hub refused the token (401). Set a valid HF_TOKEN, or sign in with Hugging Face."
+            message = ("the Hub refused the request without a valid token (401). Set HF_TOKEN to a token with "
+                       "write access, or sign in with Hugging Face.")
         elif status == 403:
             message = (f"your token may not write to {repo_id!r} (403). Use a token with write access to "
                        "that namespace, or push under your own name.")

@@ -140,7 +140,7 @@ def test_private_repos_and_tokens(hub_world, hub, tmp_path, caplog):
 
 def test_clear_errors_for_a_bad_token_no_access_a_missing_repo_and_no_connection(hub_world, hub, monkeypatch):
     student = hub_world["session"].concept_student(hub_world["encoder"])
-    with pytest.raises(HubError, match=r"refused the token \(401\)"):
+    with pytest.raises(HubError, match=r"without a valid token \(401\)"):
         student.push_to_hub("alice/other", token="hf_not_a_token")
     with pytest.raises(HubError, match=r"may not write to 'alice/student' \(403\)"):
         student.push_to_hub("alice/student", token=BOB)
@@ -157,3 +157,15 @@ def _closed_port() -> int:
     from .conftest import _free_port
 
     return _free_port()  # bound then released: nothing listens there
+
+
+def test_cli_push_of_a_saved_student(hub_world, hub, tmp_path, capsys):
+    from infincond.cli import main
+
+    hub_world["session"].concept_student(hub_world["encoder"]).save_pretrained(tmp_path / "student")
+    assert main(["push", "--student", str(tmp_path / "student"), "--repo", "alice/cli-student", "--token", ALICE]) == 0
+    assert f"{hub.url}/alice/cli-student" in capsys.readouterr().out
+    card = ModelCard.load(hf_hub_download("alice/cli-student", "README.md"))
+    assert card.data.eval_results and hub_world["session"].log[1].summary in card.text  # metrics and log travelled
+    assert main(["push", "--student", str(tmp_path / "student"), "--repo", "alice/cli-student"]) == 2  # no token
+    assert "without a valid token (401)" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 
 from infincond.cli import main
 from infincond.space import PROJECT_ROOT, front_matter, stage_space
-from infincond.ui import CIFAR10
+from infincond.ui import CIFAR10, push_token
 
 from .conftest import _free_port
 
@@ -62,7 +62,7 @@ def test_space_deploy_uploads_the_app_to_the_hub(hub, capsys):
     assert {"README.md", "requirements.txt", "app.py", "infincond/__init__.py", "infincond/ui/app.py"} <= files
     assert not any("__pycache__" in f for f in files)
     assert main(["space", "deploy", "--repo", "alice/infincond-app", "--token", "hf_wrong"]) == 2
-    assert "refused the token" in capsys.readouterr().err
+    assert "without a valid token (401)" in capsys.readouterr().err
 
 
 def test_the_staged_space_starts_with_space_environment_variables(world, tmp_path):
@@ -101,3 +101,13 @@ def _wait_for_config(url: str, process: subprocess.Popen, timeout: float = 120) 
         except OSError:
             time.sleep(1)
     raise AssertionError("the app did not start in time")
+
+
+def test_a_push_on_a_space_uses_the_signed_in_users_token(hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", ALICE)
+    signed_in = gradio.OAuthToken(token="hf_bob_write_token", scope="openid profile write-repos manage-repos",
+                                  expires_at=int(time.time()) + 3600)
+    assert HfApi(token=push_token(signed_in)).whoami()["name"] == "bob"  # the OAuth token wins on a Space...
+    assert HfApi(token=push_token(None)).whoami()["name"] == "alice"  # ...HF_TOKEN is the local fallback
+    monkeypatch.delenv("HF_TOKEN")
+    assert push_token(None) is None  # and then the app asks to sign in (tested in test_app)

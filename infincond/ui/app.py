@@ -296,7 +296,8 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
         def on_save(ws, folder):
             ws = ws or Workspace()
             path = ws.save(folder or "infincond-student")
-            return f"Saved to `{os.path.abspath(path)}` (model.safetensors, config.json, concepts.json, tuning_log.json)."
+            return (f"Saved to `{os.path.abspath(path)}` (model.safetensors, config.json, concepts.json, metrics.json, "
+                    "tuning_log.json and the README.md model card).")
 
         @_guard
         def on_zip(ws):
@@ -304,10 +305,10 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
             return str(ws.zip())
 
         @_guard
-        def on_push(ws, repo_, private_, oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):  # noqa: B008 - Gradio's pattern
+        def on_push(ws, repo_, private_, oauth_token: gr.OAuthToken | None = None,
+                    progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio's pattern
             ws = ws or Workspace()
-            token = oauth_token.token if oauth_token is not None else os.environ.get("HF_TOKEN")
-            url = ws.push(repo_, token, bool(private_))
+            url = ws.push(repo_, push_token(oauth_token), bool(private_))
             return f"Pushed: [{url}]({url})"
 
         # -- wiring -----------------------------------------------------------------------------
@@ -343,6 +344,13 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
     return demo
 
 
+def push_token(oauth_token: gr.OAuthToken | None) -> str | None:
+    """The token a push uses: the signed-in user's on a Space ("Sign in with Hugging Face"), else ``HF_TOKEN``."""
+    if oauth_token is not None and oauth_token.token:
+        return oauth_token.token
+    return os.environ.get("HF_TOKEN") or None
+
+
 def launch_kwargs() -> dict:
     """Arguments for ``demo.launch``: the theme and CSS (Gradio 6 takes them there), and the host a Space needs."""
     kwargs = {"theme": gr.themes.Soft(), "css": CSS}
@@ -351,4 +359,4 @@ def launch_kwargs() -> dict:
     return kwargs
 
 
-__all__ = ["CIFAR10", "LoadSettings", "build_app", "launch_kwargs", "shapes_preset"]
+__all__ = ["CIFAR10", "LoadSettings", "build_app", "launch_kwargs", "push_token", "shapes_preset"]
