@@ -168,13 +168,19 @@ class ConceptStudent(
         return student
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        super()._save_pretrained(save_directory)
+        folder = Path(save_directory)
+        super()._save_pretrained(folder)
         # A readable copy of the vocabulary beside the weights (the embeddings are in the safetensors).
-        (Path(save_directory) / "concepts.json").write_text(json.dumps(
+        (folder / "concepts.json").write_text(json.dumps(
             {"concepts": self.concepts, "class_names": self.class_names}, indent=1))
         for name, attribute in EXTRA_FILES.items():
-            if getattr(self, attribute) is not None:
-                (Path(save_directory) / name).write_text(json.dumps(getattr(self, attribute), indent=1))
+            value = getattr(self, attribute)
+            if value is not None:
+                (folder / name).write_text(json.dumps(value, indent=1))
+            else:  # a re-save into the same folder must not leave another student's log or metrics behind
+                (folder / name).unlink(missing_ok=True)
+        # The mixin writes the card only where none exists: drop a previous save's, so it is regenerated.
+        (folder / "README.md").unlink(missing_ok=True)
 
     def generate_model_card(self, repo_id: str | None = None, **_) -> ModelCard:
         """The model card (``README.md``): see :func:`infincond.card.model_card`."""

@@ -65,3 +65,19 @@ def test_explain_lists_top_concepts_with_regions(student, source):
         assert item.weight == weights[k] != 0
         x0, y0, x1, y1 = item.box
         assert 0 <= x0 < x1 <= image.size[0] and 0 <= y0 < y1 <= image.size[1]
+
+
+def test_saving_again_into_a_folder_leaves_nothing_of_the_previous_student(student, features, tmp_path):
+    from infincond.tuning import TuningSession
+
+    linear, model = student
+    tuned = TuningSession(features, linear)
+    c, k = np.argwhere(linear.weight != 0)[0]
+    tuned.remove(features.concepts[k], features.class_names[c])
+    tuned.concept_student().save_pretrained(tmp_path)
+    assert "remove" in (tmp_path / "README.md").read_text() and (tmp_path / "tuning_log.json").exists()
+    model.save_pretrained(tmp_path)  # the untuned student, without metrics or log
+    assert not (tmp_path / "tuning_log.json").exists() and not (tmp_path / "metrics.json").exists()
+    assert "None: this is the distilled student as fitted." in (tmp_path / "README.md").read_text()
+    loaded = ConceptStudent.from_pretrained(str(tmp_path))
+    assert loaded.tuning_log is None and loaded.metrics is None
