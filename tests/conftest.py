@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import tempfile
 
@@ -20,7 +22,8 @@ os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.pop("HF_TOKEN", None)  # a developer's real token (or cached login) never reaches the tests
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="infincond-test-hf-")
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="infincond-test-hf-")  # Hub caches of this run only
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 #: Tokens the local Hub accepts: token -> (user name, role "write" or "read").
 HUB_TOKENS = {"hf_alice_write_token": ("alice", "write"), "hf_bob_write_token": ("bob", "write"),
               "hf_alice_read_token": ("alice", "read")}
