@@ -4,7 +4,6 @@ undo, export), checked against the core; two clients at once never see each othe
 from __future__ import annotations
 
 import json
-import socket
 from contextlib import contextmanager
 
 import numpy as np
@@ -27,21 +26,17 @@ from infincond import (
 from infincond.tuning import TuningSession
 from infincond.ui import LoadSettings, build_app, launch_kwargs
 
+from .conftest import _free_port
+
 PERF, HEAT, SELECTION, LOG = 3, 9, 15, 18  # positions of views in an event's outputs
 NEC = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
 def running_app(preset: LoadSettings, cache_dir):
     """The app with ``preset``, served on a free loopback port; yields its URL."""
     demo = build_app({"Shapes world (offline)": preset}, cache_dir=cache_dir)
-    port = free_port()
+    port = _free_port()
     demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
         yield f"http://127.0.0.1:{port}/"
