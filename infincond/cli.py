@@ -43,7 +43,11 @@ def _distill(args: argparse.Namespace) -> int:
     from .distill import DistillConfig
     from .features import ExtractConfig
     from .pipeline import run_distillation
+    from .storage import check_folder_target
+    from .student import holds_student
 
+    # Before any long work: the student must be saveable where asked.
+    check_folder_target(args.out, what="a student", replaceable=holds_student)
     corpus = ConceptCorpus.resolve(args.corpus)
     if args.extra_concepts:
         corpus = corpus + ConceptCorpus.from_list(args.extra_concepts.split(","), source="cli")
@@ -156,8 +160,10 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
 
 
 def _push(args: argparse.Namespace) -> int:
+    from .hub import check_repo_id
     from .student import ConceptStudent
 
+    check_repo_id(args.repo)
     student = ConceptStudent.from_pretrained(args.student)
     info = student.push_to_hub(args.repo, private=args.private or None, token=args.token)
     print(f"Pushed {args.student} to {info.repo_url} (commit {info.oid[:10]}).")
@@ -200,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InfinconError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

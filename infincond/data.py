@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .checks import check_integer, check_number
 from .errors import ColumnDetectionError, ConfigError, LoadError
-from .hub import is_local, loading
+from .hub import check_ref, is_local, loading
 
 _LABEL_NAMES = ("label", "labels", "fine_label", "class", "category", "target", "coarse_label")
 _IMAGE_NAMES = ("image", "img", "images", "picture", "photo")
@@ -39,6 +40,12 @@ class DataConfig:
     val_fraction: float = 0.2
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.samples is not None:
+            self.samples = check_integer("samples", self.samples, 2)
+        self.val_fraction = check_number("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        self.seed = check_integer("seed", self.seed, 0)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -60,6 +67,20 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def open_rgb(image: Image.Image | str | os.PathLike, where: str = "The image") -> Image.Image:
+    """An image (a PIL image or a file path) decoded as 8-bit RGB; an unreadable or corrupt one raises a
+    :class:`LoadError` that names it."""
+    try:
+        if not isinstance(image, Image.Image):
+            with Image.open(os.fspath(image)) as opened:
+                opened.load()
+                return to_rgb(opened)
+        image.load()
+        return to_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise LoadError(f"{where} cannot be read as an image ({error}). Check the file, or leave it out.") from error
 
 
 def detect_columns(features: dict, image_column: str = "auto", label_column: str = "auto") -> tuple[str, str | None]:
@@ -122,7 +143,7 @@ def _load_raw(config: DataConfig):
     """Load the dataset object (a ``datasets.Dataset``) the config names."""
     import datasets
 
-    ref = config.dataset
+    ref = check_ref("dataset", config.dataset)
     with loading("dataset", ref):
         if is_local(ref):
             path = Path(ref).expanduser()
@@ -162,10 +183,6 @@ class ImageSource:
         n_rows = len(dataset)
         if n_rows == 0:
             raise ConfigError(f"Dataset {config.dataset!r} split {split!r} is empty.")
-        if config.samples is not None and config.samples < 2:
-            raise ConfigError("samples must be at least 2 (one training and one validation image).")
-        if not 0.0 < config.val_fraction < 1.0:
-            raise ConfigError("val_fraction must lie strictly between 0 and 1.")
         rng = np.random.default_rng(config.seed)
         n = n_rows if config.samples is None else min(config.samples, n_rows)
         self.image_ids = np.sort(rng.permutation(n_rows)[:n]).astype(np.int64)

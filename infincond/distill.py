@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checks import check_choice, check_integer, check_number
 from .errors import ConfigError, ConstraintError
 
 METHODS = ("kd", "bce_ensemble")
@@ -54,16 +55,23 @@ class DistillConfig:
     label_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"method must be one of {METHODS}, not {self.method!r}.")
-        if self.nec is not None and self.nec < 1:
-            raise ConfigError("nec (effective concepts per class) must be at least 1, or None.")
-        if self.temperature <= 0:
-            raise ConfigError("temperature must be positive.")
-        if self.ensemble is not None and self.ensemble < 1:
-            raise ConfigError("ensemble must be at least 1.")
-        if not 0.0 <= self.label_weight <= 1.0:
-            raise ConfigError(f"label_weight (alpha) must lie in [0, 1], not {self.label_weight}.")
+        check_choice("method", self.method, METHODS)
+        if self.nec is not None:
+            self.nec = check_integer("nec (effective concepts per class)", self.nec, 1)
+        self.temperature = check_number("temperature", self.temperature, 0.0, low_open=True)
+        if self.l1 is not None:
+            self.l1 = check_number("l1", self.l1, 0.0)
+        self.l2 = check_number("l2", self.l2, 0.0)
+        if self.ensemble is not None:
+            self.ensemble = check_integer("ensemble", self.ensemble, 1)
+        self.path_steps = check_integer("path_steps", self.path_steps, 2)
+        self.path_min_ratio = check_number("path_min_ratio", self.path_min_ratio, 0.0, 1.0, low_open=True,
+                                           high_open=True)
+        self.path_iter = check_integer("path_iter", self.path_iter, 1)
+        self.max_iter = check_integer("max_iter", self.max_iter, 1)
+        self.tol = check_number("tol", self.tol, 0.0, low_open=True)
+        self.seed = check_integer("seed", self.seed, 0)
+        self.label_weight = check_number("label_weight (alpha)", self.label_weight, 0.0, 1.0)
 
     @property
     def members(self) -> int:

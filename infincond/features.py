@@ -14,11 +14,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .concepts.corpus import DEFAULT_TEMPLATE, ConceptCorpus, near_duplicate_mask, normalize_concept
-from .concepts.encoder import ConceptEncoder
+from .checks import check_choice, check_integer, check_number
+from .concepts.corpus import (
+    DEFAULT_TEMPLATE,
+    ConceptCorpus,
+    check_template,
+    near_duplicate_mask,
+    normalize_concept,
+)
+from .concepts.encoder import REGION_MODES, ConceptEncoder
 from .concepts.presence import concept_presence
 from .data import ImageSource
-from .errors import ConfigError
 from .teacher import Teacher
 
 FORMAT_VERSION = 1
@@ -43,6 +49,14 @@ class ExtractConfig:
     grid_size: int = 2
     batch_size: int = 32
     dedup_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        check_template(self.template)
+        check_choice("region_mode", self.region_mode, REGION_MODES)
+        self.grid_size = check_integer("grid_size", self.grid_size, 1, 16)
+        self.batch_size = check_integer("batch_size", self.batch_size, 1)
+        if self.dedup_threshold is not None:
+            self.dedup_threshold = check_number("dedup_threshold", self.dedup_threshold, 0.0, 1.0, low_open=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,8 +169,6 @@ def extract_features(source: ImageSource, teacher: Teacher, encoder: ConceptEnco
     ``cache_dir=None`` uses :func:`default_cache_dir`; pass ``cache_dir=False`` to disable caching.
     """
     config = config or ExtractConfig()
-    if config.batch_size < 1:
-        raise ConfigError("batch_size must be at least 1.")
     key = fingerprint(encoder, teacher, source, corpus, config)
     folder = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / "features" / key
     if folder is not None and (folder / "meta.json").exists():

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import HubError, LoadError
+from .errors import ConfigError, HubError, InfinconError, LoadError
 
 #: Files whose size and modification time identify the state of a local model or dataset folder.
 _FINGERPRINT_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".arrow", ".parquet", ".model")
@@ -49,19 +49,79 @@ def model_revision(ref: str, requested: str | None, config: object | None = None
     return commit or requested or "main"
 
 
+def looks_like_path(ref: str | os.PathLike) -> bool:
+    """True when ``ref`` can only be meant as a local path: absolute, relative (``./``, ``../``, ``~``),
+    with a backslash, or with more than one ``/`` (a Hub repo id has at most one)."""
+    text = os.fspath(ref)
+    return (text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
+            or (len(text) > 1 and text[1] == ":"))
+
+
+def check_ref(what: str, ref: str | os.PathLike) -> str:
+    """``ref`` as a string when it names an existing local path or a valid Hub repo id, else a clear
+    :class:`LoadError` (a missing local path says so instead of "malformed repo id")."""
+    text = os.fspath(ref).strip() if ref is not None else ""
+    if not text:
+        raise LoadError(f"No {what} given: give a Hub repo id (owner/name) or a local path.")
+    if is_local(text):
+        return text
+    if looks_like_path(text):
+        raise LoadError(f"The {what} path {text!r} does not exist. Check the path (a Hub repo id looks like "
+                        "'owner/name').")
+    if not is_repo_id(text):
+        raise LoadError(f"{text!r} is neither an existing local path nor a valid Hub repo id for the {what}. "
+                        "A repo id looks like 'owner/name' (letters, digits, '-', '_', '.').")
+    return text
+
+
+def check_repo_id(repo_id: str | None) -> str:
+    """A repo id to push to, checked with the Hub's own rules before any work starts: ``name`` or
+    ``namespace/name``. Raises :class:`ConfigError` with what a valid one looks like."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    text = (repo_id or "").strip()
+    example = "Use 'your-name/model-name': letters, digits, '-', '_' and '.', at most 96 characters."
+    if not text:
+        raise ConfigError(f"Give a Hub repo name. {example}")
+    if text.count("/") > 1:
+        raise ConfigError(f"{text!r} is not a valid Hub repo id: it has more than one '/'. {example}")
+    try:
+        validate_repo_id(text)
+    except HFValidationError as error:
+        reason = str(error).split(":")[0].rstrip(".")
+        raise ConfigError(f"{text!r} is not a valid Hub repo id ({reason}). {example}") from error
+    return text
+
+
+def _load_failures() -> tuple[type[BaseException], ...]:
+    """The exceptions a loader raises for a bad repo or file (not for bugs): missing or unreadable files,
+    Hub and network errors, malformed configs and weights."""
+    import safetensors
+
+    return (OSError, ValueError, KeyError, safetensors.SafetensorError, *_transport_errors())
+
+
 @contextlib.contextmanager
 def loading(what: str, ref: str) -> Iterator[None]:
-    """Re-raise any failure inside the block as a :class:`LoadError` that says what to check."""
+    """Re-raise a loader's failure inside the block as a :class:`LoadError` that says what to check.
+
+    Only failures that a bad repo or file causes are wrapped; anything else (a bug) surfaces as it is.
+    """
     try:
         yield
-    except LoadError:
+    except InfinconError:
         raise
     except ImportError as error:
         raise LoadError(
             f"Could not load the {what} {ref!r}: a package it needs is missing ({error}). "
             "Install it (for timm-format repos: `pip install timm`) and try again."
         ) from error
-    except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear message
+    except _load_failures() as error:
+        import safetensors
+
+        if isinstance(error, safetensors.SafetensorError):
+            raise LoadError(f"Could not load the {what} {ref!r}: its weights file is damaged or incomplete "
+                            f"({error}). Download or save it again.") from error
         where = "the local path" if is_local(ref) else "the Hub repo id (and your network / HF_TOKEN)"
         raise LoadError(f"Could not load the {what} {ref!r}: {error}. Check {where}.") from error
 

@@ -47,17 +47,16 @@ def run_distillation(
     student and evaluate it on the validation split."""
     data = dataset if isinstance(dataset, DataConfig) else DataConfig(dataset=os.fspath(dataset))
     extract = extract or ExtractConfig()
-    steps = tqdm(total=4, desc="Loading", disable=not progress, leave=False)
-    source = ImageSource.load(data)
-    steps.update()
-    teacher_model = Teacher.from_pretrained(teacher, dataset_label_names=source.label_names, device=device)
-    steps.update()
-    concept_encoder = ConceptEncoder.from_pretrained(encoder, region_mode=extract.region_mode,
-                                                     grid_size=extract.grid_size, device=device)
-    steps.update()
-    concept_corpus = ConceptCorpus.resolve(corpus)
-    steps.update()
-    steps.close()
+    with tqdm(total=4, desc="Loading", disable=not progress, leave=False) as steps:
+        source = ImageSource.load(data)
+        steps.update()
+        teacher_model = Teacher.from_pretrained(teacher, dataset_label_names=source.label_names, device=device)
+        steps.update()
+        concept_encoder = ConceptEncoder.from_pretrained(encoder, region_mode=extract.region_mode,
+                                                         grid_size=extract.grid_size, device=device)
+        steps.update()
+        concept_corpus = ConceptCorpus.resolve(corpus)
+        steps.update()
     features = extract_features(source, teacher_model, concept_encoder, concept_corpus, extract, cache_dir, progress)
     linear = distill(features, distill_config, progress=progress)
     metrics = evaluate_student(features, linear)

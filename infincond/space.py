@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
-from .hub import endpoint, hub_errors
+from .hub import check_repo_id, endpoint, hub_errors
 
 #: The source checkout: ``app.py``, ``spaces/`` and the ``infincond`` package sit here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +47,7 @@ def deploy_space(repo_id: str, token: str | None = None, private: bool = False,
     """
     from huggingface_hub import HfApi
 
+    repo_id = check_repo_id(repo_id)
     token = token or os.environ.get("HF_TOKEN")
     if not token:
         raise ConfigError("No Hugging Face token: pass --token or set HF_TOKEN (it needs write access).")

@@ -7,6 +7,7 @@ image -> encoder vision tower -> region embeddings (R, D) -> cosine with the sto
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +22,29 @@ from tqdm.auto import tqdm
 
 from .concepts.encoder import ConceptEncoder
 from .concepts.presence import box_on_image, concept_presence
-from .data import to_rgb
+from .data import open_rgb
 from .distill import DistillConfig, LinearStudent, softmax
 from .errors import ConfigError, LoadError
 from .features import FeatureSet
-from .hub import hub_errors
+from .hub import check_ref, check_repo_id, hub_errors, loading
+from .storage import replace_folder
 
 #: Files saved beside the weights, and the attribute each one fills on load.
 EXTRA_FILES = {"metrics.json": "metrics", "tuning_log.json": "tuning_log"}
+#: Every file a saved student folder holds.
+STUDENT_FILES = frozenset({"model.safetensors", "config.json", "concepts.json", "README.md", *EXTRA_FILES})
+
+
+def holds_student(folder: Path) -> bool:
+    """True when ``folder`` holds a saved student and nothing else (so saving may replace it whole)."""
+    names = {p.name for p in folder.iterdir()}
+    if not names <= STUDENT_FILES or "config.json" not in names:
+        return False
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"concepts", "class_names", "encoder"} <= set(config)
 
 
 def _json_clean(value: object) -> object:
@@ -137,8 +153,8 @@ class ConceptStudent(
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> ConceptStudent:
         """Load a student from a Hub repo id or a local folder (weights strictly checked); the encoder's
         vision tower is loaded on first prediction, by its recorded repo id and revision."""
-        ref = str(pretrained_model_name_or_path)
-        with hub_errors("load the student", ref):
+        ref = check_ref("student", pretrained_model_name_or_path)
+        with loading("student", ref), hub_errors("load the student", ref):
             # The mixin treats any failure to fetch config.json as "no config"; fetching it first surfaces
             # the real reason (missing or private repo, bad token, no network) as a clear error.
             if Path(ref).is_dir():
@@ -147,7 +163,11 @@ class ConceptStudent(
             else:
                 options = ("revision", "cache_dir", "token", "force_download", "local_files_only")
                 hf_hub_download(ref, "config.json", **{k: kwargs[k] for k in options if k in kwargs})
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            try:
+                return super().from_pretrained(ref, **kwargs)
+            except (RuntimeError, TypeError) as error:  # strict loading: weights and config.json disagree
+                raise LoadError(f"Could not load the student {ref!r}: its weights do not match its config.json "
+                                f"({' '.join(str(error).split())}). Save or download the student again.") from error
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool,
@@ -167,6 +187,19 @@ class ConceptStudent(
                 setattr(student, attribute, json.loads(path.read_text()))
         return student
 
+    def save_pretrained(self, save_directory: str | Path, *, config: dict | None = None, repo_id: str | None = None,
+                        push_to_hub: bool = False, model_card_kwargs: dict | None = None, **push_to_hub_kwargs):
+        """Save into ``save_directory``: a new or empty folder, or one holding a previous student, which is
+        replaced whole and atomically (written beside, then renamed into place). A folder with other content
+        is refused with a :class:`~infincond.errors.StorageError`, so nothing else is ever overwritten."""
+        if push_to_hub:
+            repo_id = check_repo_id(repo_id or Path(save_directory).name)
+        replace_folder(save_directory, lambda stage: super(ConceptStudent, self).save_pretrained(
+            stage, config=config, model_card_kwargs=model_card_kwargs), what="a student", replaceable=holds_student)
+        if push_to_hub:
+            return self.push_to_hub(repo_id, model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
+        return None
+
     def _save_pretrained(self, save_directory: Path) -> None:
         folder = Path(save_directory)
         super()._save_pretrained(folder)
@@ -176,11 +209,7 @@ class ConceptStudent(
         for name, attribute in EXTRA_FILES.items():
             value = getattr(self, attribute)
             if value is not None:
-                (folder / name).write_text(json.dumps(value, indent=1))
-            else:  # a re-save into the same folder must not leave another student's log or metrics behind
-                (folder / name).unlink(missing_ok=True)
-        # The mixin writes the card only where none exists: drop a previous save's, so it is regenerated.
-        (folder / "README.md").unlink(missing_ok=True)
+                (folder / name).write_text(json.dumps(value, indent=1, allow_nan=False))
 
     def generate_model_card(self, repo_id: str | None = None, **_) -> ModelCard:
         """The model card (``README.md``): see :func:`infincond.card.model_card`."""
@@ -198,6 +227,7 @@ class ConceptStudent(
         Returns the commit info (a URL string; ``.repo_url`` is the repo's). Hub failures raise
         :class:`~infincond.errors.HubError` with what to check.
         """
+        repo_id = check_repo_id(repo_id)
         with hub_errors("push the student", repo_id), tqdm(total=1, desc=f"Pushing to {repo_id}") as bar:
             info = super().push_to_hub(repo_id, private=private, token=token, commit_message=commit_message,
                                        branch=branch, model_card_kwargs={"repo_id": repo_id}, **kwargs)
@@ -230,14 +260,14 @@ class ConceptStudent(
     @torch.inference_mode()
     def concept_scores(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """Presence scores (B, K) and arg-max regions (B, K) of the student's concepts in raw images."""
-        regions = self.encoder.encode_regions([to_rgb(im) for im in images])
+        regions = self.encoder.encode_regions([open_rgb(im, f"Image {i}") for i, im in enumerate(images)])
         scores, best = concept_presence(regions.embeddings, self.concept_embeddings)
         return scores.cpu().numpy(), best.cpu().numpy()
 
     @torch.inference_mode()
     def predict(self, images: Sequence[Image.Image] | Image.Image, batch_size: int = 32) -> Predictions:
-        """Class predictions for raw PIL images."""
-        images = [images] if isinstance(images, Image.Image) else list(images)
+        """Class predictions for raw images (PIL images or image file paths)."""
+        images = [images] if isinstance(images, (Image.Image, str, os.PathLike)) else list(images)
         logits = np.concatenate([
             self(torch.from_numpy(self.concept_scores(images[i : i + batch_size])[0])).numpy()
             for i in range(0, len(images), batch_size)
@@ -248,6 +278,7 @@ class ConceptStudent(
     @torch.inference_mode()
     def explain(self, image: Image.Image, top_k: int = 5, class_id: int | None = None) -> Explanation:
         """Top contributing concepts to one class (the predicted one by default), with their regions."""
+        image = open_rgb(image)
         scores, best = self.concept_scores([image])
         logits = self(torch.from_numpy(scores)).numpy()[0]
         class_id = int(logits.argmax()) if class_id is None else int(class_id)
@@ -257,7 +288,7 @@ class ConceptStudent(
         active = np.nonzero(weights)[0]
         order = active[np.argsort(-np.abs(contributions[active]))][:top_k]
         boxes = self.encoder.region_boxes
-        size = to_rgb(image).size
+        size = image.size
         items = [ConceptContribution(self.concepts[k], float(weights[k]), float(scores[0, k]), float(contributions[k]),
                                      box_on_image(boxes[best[0, k]], size)) for k in order]
         return Explanation(class_id, self.class_names[class_id], float(softmax(logits[None])[0, class_id]), items)

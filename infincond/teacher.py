@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .errors import LoadError
-from .hub import loading, model_revision
+from .hub import check_ref, loading, model_revision
 
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
 
@@ -46,9 +46,18 @@ class Teacher:
         (timm-format repos too, when timm is installed)."""
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+        ref = check_ref("teacher", ref)
         with loading("teacher", ref):
-            model = AutoModelForImageClassification.from_pretrained(ref, revision=revision)
+            model, info = AutoModelForImageClassification.from_pretrained(ref, revision=revision,
+                                                                          output_loading_info=True)
             processor = AutoImageProcessor.from_pretrained(ref, revision=revision)
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            raise LoadError(
+                f"{ref!r} is not a trained image classifier: {len(missing)} of its classifier's weights "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}) are not in the repo, so they "
+                "would be random. Choose a model fine-tuned for image classification (its model card says "
+                "'image-classification'); a CLIP-style encoder goes in the encoder field instead.")
         num_labels = int(model.config.num_labels)
         if num_labels < 2:
             raise LoadError(f"Teacher {ref!r} has {num_labels} output(s); a classifier with at least 2 classes is needed.")

@@ -29,7 +29,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,16 +41,23 @@ from .distill import Constraints, DistillConfig, LinearStudent, Refitter
 from .errors import ConfigError, ConstraintError
 from .features import FeatureSet
 from .metrics import Metrics, evaluate, snapshot, teacher_terms
+from .storage import atomic_write_text
 from .student import ConceptStudent
 
 ACTIONS = ("up", "down", "remove", "lock", "restore")
+#: What a log entry can record.
+LOG_ACTIONS = ("start", "edit", "label_weight", "undo", "redo", "jump")
 ACTION_WORDS = {"up": "up-tune", "down": "down-tune", "remove": "remove", "lock": "lock", "restore": "restore"}
 KINDS = ("free", "up", "down", "removed", "locked")
 FREE, UP, DOWN, REMOVED, LOCKED = range(len(KINDS))
 UNUSED_FRACTION = 0.25
 DEFAULT_FACTOR = 2.0
 LOG_FORMAT = "infincond-tuning-log"
-LOG_VERSION = 1
+#: Version 2 writes unbounded constraint ends as ``null`` (version 1 could not hold them); both are read.
+LOG_VERSION = 2
+READABLE_LOG_VERSIONS = (1, 2)
+#: Tuning logs larger than this are refused before they are parsed.
+MAX_LOG_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -346,6 +353,19 @@ class TuningSession:
         """Full metrics of the current student on the evaluation rows."""
         return self.evaluator.metrics(self.state.weight, self.state.bias)
 
+    def checkpoint(self) -> tuple:
+        """A mark of the whole history (states, cursor, undo / redo stacks, log) to :meth:`rollback` to."""
+        return len(self.states), self.cursor, list(self._past), list(self._future), len(self.log), self.replay_gap
+
+    def rollback(self, mark: tuple) -> None:
+        """Return to a :meth:`checkpoint`: everything done since is forgotten (what a failed app event needs)."""
+        n_states, cursor, past, future, n_log, gap = mark
+        del self.states[n_states:]
+        del self.log[n_log:]
+        self.cursor = min(self.cursor, n_states - 1)
+        self._go(cursor)
+        self._past, self._future, self.replay_gap = list(past), list(future), gap
+
     @property
     def can_undo(self) -> bool:
         return bool(self._past)
@@ -462,8 +482,9 @@ class TuningSession:
 
     def _changes(self, before: np.ndarray, after: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                  edited: list) -> list[dict]:
+        """The edited weights, JSON-safe: an unbounded end of a constraint is ``None``."""
         return [{"concept": self.concepts[k], "class_name": self.class_names[c], "before": float(before[c, k]),
-                 "after": float(after[c, k]), "lower": float(lower[c, k]), "upper": float(upper[c, k])}
+                 "after": float(after[c, k]), "lower": _bound(lower[c, k]), "upper": _bound(upper[c, k])}
                 for c, k in edited]
 
     def preview(self, edit: Edit, refit: bool = False) -> Preview:
@@ -605,7 +626,7 @@ class TuningSession:
         }
         text = json.dumps(data, indent=1, allow_nan=False, default=_json_default)
         if path is not None:
-            Path(path).write_text(text)
+            atomic_write_text(path, text)
         return json.loads(text)
 
     @classmethod
@@ -626,20 +647,21 @@ class TuningSession:
                                 np.asarray(init["score_std"], dtype=np.float32), DistillConfig(**init["config"]))
         entries = data["entries"]
         session = cls(features, student, eval_features=eval_features, label_weight=entries[0]["params"]["label_weight"])
-        for entry in entries[1:]:
+        for step, entry in enumerate(entries[1:], start=1):
             action, params = entry["action"], entry["params"]
-            if action == "edit":
-                session.apply(Edit(**params))
-            elif action == "label_weight":
-                session.set_label_weight(params["label_weight"])
-            elif action == "undo":
-                session.undo()
-            elif action == "redo":
-                session.redo()
-            elif action == "jump":
-                session.jump(params["step"])
-            else:
-                raise ConfigError(f"Unknown action {action!r} at step {entry['step']} of the log.")
+            try:
+                if action == "edit":
+                    session.apply(Edit(**params))
+                elif action == "label_weight":
+                    session.set_label_weight(params["label_weight"])
+                elif action == "undo":
+                    session.undo()
+                elif action == "redo":
+                    session.redo()
+                else:
+                    session.jump(params["step"])
+            except (ConfigError, ConstraintError) as err:
+                raise ConfigError(f"Step {step} of the tuning log ({action}) cannot be replayed: {err}") from err
         final = np.asarray(data["final"]["weight"])
         gap = float(np.max(np.abs(session.weight - final))) if final.shape == session.weight.shape else float("inf")
         session.replay_gap = gap
@@ -647,6 +669,11 @@ class TuningSession:
             raise ConfigError(f"Replaying the log did not reproduce its final student: the largest weight gap is "
                               f"{gap:.3g} (allowed {atol:g}). Pass strict=False to keep the replayed session.")
         return session
+
+
+def _bound(value: float) -> float | None:
+    """A constraint end for the log: ``None`` where unbounded (JSON has no infinity)."""
+    return float(value) if np.isfinite(value) else None
 
 
 def _json_default(value):
@@ -657,16 +684,131 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def _reject_constant(name: str) -> float:
+    raise ConfigError(f"The tuning log holds {name}, which is not a number a student can have: it was edited by "
+                      "hand or written by another program. Export the log again from InFiConD.")
+
+
 def _read_log(log: dict | str | os.PathLike) -> dict:
+    """The log as a dict, parsed (NaN / Infinity refused) and validated by :func:`validate_log`."""
     if isinstance(log, dict):
         data = log
     else:
+        where = os.fspath(log)
         try:
-            data = json.loads(Path(log).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"Cannot read the tuning log {os.fspath(log)!r}: {err}") from err
+            size = Path(where).stat().st_size
+            if size > MAX_LOG_BYTES:
+                raise ConfigError(f"The tuning log {where!r} is {size / 2**20:.0f} MiB; a log is at most "
+                                  f"{MAX_LOG_BYTES // 2**20} MiB. Is it the right file?")
+            data = json.loads(Path(where).read_text(encoding="utf-8"), parse_constant=_reject_constant)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"Cannot read the tuning log {where!r}: {err}") from err
+        except RecursionError as err:
+            raise ConfigError(f"Cannot read the tuning log {where!r}: it is nested too deeply to be a tuning log.") from err
+    validate_log(data)
+    return data
+
+
+def _where(path: str, value: object, expected: str) -> ConfigError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return ConfigError(f"The tuning log is invalid: {path} must be {expected}, not {shown}. "
+                       "Export the log again from InFiConD, or fix that field.")
+
+
+def _get(data: dict, key: str, path: str) -> object:
+    if not isinstance(data, dict) or key not in data:
+        raise ConfigError(f"The tuning log is invalid: {path}{'.' if path else ''}{key} is missing. "
+                          "Export the log again from InFiConD.")
+    return data[key]
+
+
+def _finite_array(value: object, path: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a float64 array of ``shape`` whose entries are all finite numbers."""
+    expected = f"an array of shape {shape} of finite numbers"
+    if not isinstance(value, list):
+        raise _where(path, value, expected)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, RecursionError):
+        raise _where(path, value, expected) from None
+    if array.shape != shape:
+        raise ConfigError(f"The tuning log is invalid: {path} has shape {array.shape}, the student needs {shape}.")
+    if not np.isfinite(array).all():
+        raise ConfigError(f"The tuning log is invalid: {path} holds a value that is not a finite number.")
+    return array
+
+
+def _number(value: object, path: str, low: float, high: float, *, above: bool = False) -> float:
+    """A finite real number in [low, high] (or (low, high] when ``above``)."""
+    span = f"in ({low:g}, {high:g}]" if above else f"in [{low:g}, {high:g}]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value > high or value < low or (above and value == low):
+        raise _where(path, value, f"a finite number {span}")
+    return float(value)
+
+
+def _check_params(action: str, params: object, path: str, steps: int) -> None:
+    """The parameters that re-create one action (what :meth:`TuningSession.replay` reads)."""
+    if not isinstance(params, dict):
+        raise _where(path, params, "an object")
+    if action == "edit":
+        unknown = set(params) - {"action", "concept", "class_name", "factor", "bounded"}
+        if unknown:
+            raise _where(path, sorted(unknown), "free of unknown keys")
+        if _get(params, "action", path) not in ACTIONS:
+            raise _where(f"{path}.action", params["action"], f"one of {ACTIONS}")
+        if not isinstance(_get(params, "concept", path), str):
+            raise _where(f"{path}.concept", params["concept"], "a concept's text")
+        if not isinstance(params.get("class_name"), (str, type(None))):
+            raise _where(f"{path}.class_name", params["class_name"], "a class name or null")
+        if params.get("factor") is not None:
+            _number(params["factor"], f"{path}.factor", 1.0, 1e6, above=True)
+        if not isinstance(params.get("bounded", False), bool):
+            raise _where(f"{path}.bounded", params["bounded"], "true or false")
+    elif action in ("label_weight", "start"):
+        _number(_get(params, "label_weight", path), f"{path}.label_weight", 0.0, 1.0)
+    elif action == "jump":
+        step = _get(params, "step", path)
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < steps:
+            raise _where(f"{path}.step", step, f"a step number from 0 to {steps - 1}")
+
+
+def validate_log(data: object) -> None:
+    """Check an exported log's schema and every number a replay reads; raise a :class:`ConfigError` that
+    names the first field that is wrong."""
     if not isinstance(data, dict) or data.get("format") != LOG_FORMAT:
         raise ConfigError("This file is not an InFiConD tuning log (its 'format' field is missing or different).")
-    if data.get("version") != LOG_VERSION:
-        raise ConfigError(f"Tuning log version {data.get('version')} is not supported (this version reads {LOG_VERSION}).")
-    return data
+    if data.get("version") not in READABLE_LOG_VERSIONS:
+        raise ConfigError(f"Tuning log version {data.get('version')!r} is not supported (this version reads "
+                          f"{', '.join(map(str, READABLE_LOG_VERSIONS))}). Update InFiConD to read it.")
+    if not isinstance(_get(_get(data, "features", ""), "key", "features"), str):
+        raise _where("features.key", data["features"]["key"], "a string")
+    initial = _get(data, "initial", "")
+    weight = _get(initial, "weight", "initial")
+    rows = len(weight) if isinstance(weight, list) else 0
+    cols = len(weight[0]) if rows and isinstance(weight[0], list) else 0
+    if not rows or not cols:
+        raise _where("initial.weight", weight, "a non-empty array of shape (classes, concepts)")
+    _finite_array(weight, "initial.weight", (rows, cols))
+    _finite_array(_get(initial, "bias", "initial"), "initial.bias", (rows,))
+    _finite_array(_get(initial, "score_mean", "initial"), "initial.score_mean", (cols,))
+    std = _finite_array(_get(initial, "score_std", "initial"), "initial.score_std", (cols,))
+    if (std <= 0).any():
+        raise ConfigError("The tuning log is invalid: initial.score_std must be positive.")
+    config = _get(initial, "config", "initial")
+    if not isinstance(config, dict) or set(config) - {f.name for f in fields(DistillConfig)}:
+        raise _where("initial.config", config, "the settings of a DistillConfig")
+    try:
+        DistillConfig(**config)
+    except (TypeError, ConfigError) as err:
+        raise ConfigError(f"The tuning log is invalid: initial.config: {err}") from err
+    entries = _get(data, "entries", "")
+    if not isinstance(entries, list) or not entries:
+        raise _where("entries", entries, "a non-empty list of actions")
+    for i, entry in enumerate(entries):
+        action = _get(entry, "action", f"entries[{i}]")
+        if action not in LOG_ACTIONS or (action == "start") != (i == 0):
+            raise _where(f"entries[{i}].action", action, "'start' first, then one of " + ", ".join(LOG_ACTIONS[1:]))
+        _check_params(action, _get(entry, "params", f"entries[{i}]"), f"entries[{i}].params", i)
+    final = _get(data, "final", "")
+    _finite_array(_get(final, "weight", "final"), "final.weight", (rows, cols))

@@ -29,6 +29,14 @@ HUB_TOKENS = {"hf_alice_write_token": ("alice", "write"), "hf_bob_write_token": 
               "hf_alice_read_token": ("alice", "read")}
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Property tests: derandomised in CI (the same examples on every run, no example database), so that CI is
+# deterministic; `HYPOTHESIS_PROFILE=thorough` runs many more examples locally.
+settings.register_profile("default", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", settings.get_profile("default"), derandomize=True, database=None, print_blob=True)
+settings.register_profile("thorough", settings.get_profile("default"), max_examples=400)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
 
 from infincond import ConceptCorpus, ConceptEncoder, DataConfig, ImageSource, Teacher, extract_features  # noqa: E402
 from infincond.demo import WorldConfig, build_world  # noqa: E402

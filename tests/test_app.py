@@ -149,3 +149,45 @@ def test_push_from_the_app_reaches_the_hub_and_loads_back(app_url, preset, core,
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(AppError, match="No Hugging Face token"):
         client.predict("alice/app-student", False, api_name="/push")
+
+
+def test_restore_after_up_tune_then_export_save_zip_and_push(app_url, preset, hub, monkeypatch, tmp_path):
+    # The data-loss bug through the app: after a restore, export, save, zip and push all failed.
+    monkeypatch.setenv("HF_TOKEN", "hf_alice_write_token")
+    client = Client(app_url, verbose=False)
+    out = load_and_distil(client, preset)
+    concept = rows(out[HEAT])[0]["concept"]
+    cls = next(name for name in rows(out[HEAT])[0] if name != "concept")
+    client.predict(concept, cls, 20, "any class", api_name="/select")
+    client.predict("Up-tune", 2.0, 20, "any class", api_name="/apply")
+    out = client.predict("Restore", 2.0, 20, "any class", api_name="/apply")
+    assert rows(out[1 + LOG])[-1]["action"] == f"restore '{concept}' for {cls}"
+    log = json.loads(open(client.predict(api_name="/export_log")).read())
+    assert log["entries"][-1]["changes"][0]["lower"] is None and log["entries"][-1]["changes"][0]["upper"] is None
+    message = client.predict(str(tmp_path / "student"), api_name="/save")
+    assert "Saved to" in message
+    assert json.loads((tmp_path / "student" / "tuning_log.json").read_text())["entries"] == log["entries"]
+    assert client.predict(api_name="/download").endswith(".zip")
+    assert client.predict("alice/restored-student", False, api_name="/push").startswith("Pushed:")
+    # Saving again replaces the previous student whole; a folder with other content is refused.
+    client.predict(str(tmp_path / "student"), api_name="/save")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "README.md").write_text("mine")
+    with pytest.raises(AppError, match="holds other files"):
+        client.predict(str(tmp_path / "mine"), api_name="/save")
+    assert (tmp_path / "mine" / "README.md").read_text() == "mine"
+
+
+def test_switching_students_keeps_each_tuning_session(app_url, preset):
+    client = Client(app_url, verbose=False)
+    load_and_distil(client, preset)
+    client.predict("Remove", 2.0, 20, "any class", api_name="/apply")
+    tuned = [r["action"] for r in rows(client.predict(5, 20, "any class", api_name="/pick_student")[LOG])]
+    assert tuned == ["distilled student"]  # NEC 5 has its own, fresh session
+    back = client.predict(NEC, 20, "any class", api_name="/pick_student")
+    assert [r["action"].split(" ")[0] for r in rows(back[LOG])] == ["distilled", "remove"]
+    assert rows(back[LOG])[-1]["current"] == "●"
+    # Distilling again keeps the session of a student with edits.
+    again = client.predict(NEC, 20, "any class", api_name="/distill")
+    assert [r["action"].split(" ")[0] for r in rows(again[LOG])] == ["distilled", "remove"]
+

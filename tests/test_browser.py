@@ -4,11 +4,13 @@ artefacts (``$INFINCOND_ARTIFACTS``, default ``artifacts/screenshots``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from huggingface_hub import hf_hub_download
 
 from .test_app import running_app
 
@@ -35,7 +37,8 @@ def page_url(preset, tmp_path_factory):
         yield url
 
 
-def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path):
+def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path, hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_alice_write_token")  # what the app reads when run locally
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
@@ -77,7 +80,14 @@ def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path):
         expect(page.locator("#provenance-log")).to_contain_text("undo")
         page.get_by_role("button", name="Redo", exact=True).click()  # back to the edited student, to share it
         expect(page.locator("#provenance-log [role=row]")).to_have_count(5, timeout=60_000)
-        # Export the log; save the student to a folder and download it as a zip.
+        # Up-tune the weight, then restore it: the restore's unbounded constraint must not break sharing.
+        page.get_by_label("Up-tune").check()
+        page.get_by_role("button", name="Apply (refit)", exact=True).click()
+        expect(page.locator("#provenance-log [role=row]")).to_have_count(6, timeout=60_000)
+        page.get_by_label("Restore").check()
+        page.get_by_role("button", name="Apply (refit)", exact=True).click()
+        expect(page.locator("#provenance-log")).to_contain_text(f"restore '{concept}'", timeout=60_000)
+        # Export the log; save the student to a folder, download it as a zip and push it to the (local) Hub.
         page.get_by_role("button", name="Export log", exact=True).click()
         expect(page.locator("#view-provenance")).to_contain_text("KB", timeout=60_000)  # the file link, with its size
         page.locator("#save-dir textarea, #save-dir input").first.fill(str(tmp_path / "student"))
@@ -85,11 +95,19 @@ def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path):
         expect(page.locator("#view-share")).to_contain_text("Saved to", timeout=60_000)
         page.get_by_role("button", name="Download as zip", exact=True).click()
         expect(page.locator("#student-zip")).to_contain_text("KB", timeout=60_000)
+        page.locator("#push-repo textarea, #push-repo input").first.fill("alice/browser-student")
+        page.get_by_role("button", name="Push to the Hub", exact=True).click()
+        expect(page.locator("#view-share")).to_contain_text("Pushed:", timeout=60_000)
         page.wait_for_timeout(1500)  # let the plots settle before the screenshots
         for view in VIEWS:
             page.locator(f"#view-{view}").screenshot(path=str(artifacts / f"{view}.png"))
         page.screenshot(path=str(artifacts / "app.png"), full_page=True)
         browser.close()
     assert {f.name for f in (tmp_path / "student").iterdir()} >= {"model.safetensors", "config.json", "tuning_log.json"}
+    saved_log = json.loads((tmp_path / "student" / "tuning_log.json").read_text())
+    assert saved_log["entries"][-1]["changes"][0]["lower"] is None  # the restore, saved
+    pushed = json.loads(Path(hf_hub_download("alice/browser-student", "tuning_log.json", token="hf_alice_write_token",
+                                             cache_dir=tmp_path / "hf")).read_text())
+    assert pushed["entries"] == saved_log["entries"]
     for view in VIEWS:
         assert (artifacts / f"{view}.png").stat().st_size > 5_000

@@ -1,4 +1,5 @@
 import json
+import re
 
 from infincond.cli import main
 
@@ -22,4 +23,7 @@ def test_user_errors_exit_with_a_message(repos, tmp_path, capsys):
     code = main(["distill", "--teacher", repos["teacher"], "--dataset", str(tmp_path / "missing"), "--encoder",
                  repos["clip"], "--out", str(tmp_path / "o")])
     assert code == 2
-    assert "Could not load the dataset" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    lines = re.split(r"[\r\n]", err)  # the progress bar is cleared with carriage returns
+    assert any(line.startswith("error: The dataset path") and line.endswith("looks like 'owner/name').")
+               for line in lines)

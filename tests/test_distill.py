@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from infincond import ConfigError, ConstraintError, Constraints, DistillConfig, distill, evaluate, fit
@@ -74,7 +74,6 @@ bounds = st.tuples(st.integers(0, 3), st.integers(0, 39), st.sampled_from(["fix"
                    st.floats(-2, 2, allow_nan=False), st.floats(0, 1.5, allow_nan=False))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(bounds, max_size=8), st.sampled_from(["kd", "bce_ensemble"]), st.sampled_from([None, 2, 4]))
 def test_constraints_always_hold_exactly(edits, method, nec):
     constraints = Constraints.free(4, 40)

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from infincond import ConfigError, ConstraintError, DistillConfig, distill, evaluate_student
@@ -247,6 +247,61 @@ def test_export_import_replay_reproduces_the_final_student(tmp_path):
     assert lenient.replay_gap == pytest.approx(0.5) and replayed.replay_gap <= 1e-6
 
 
+def test_restore_after_an_up_tune_exports_saves_and_replays(tmp_path):
+    # The data-loss bug: a restore's entry held infinite bounds, so export, save, zip and push all failed.
+    s = session()
+    concept, cls, w = used(s, 1)
+    s.up(concept, cls)
+    s.restore(concept, cls)
+    log = s.export_log(tmp_path / "log.json")
+    assert log["version"] == 2
+    assert log["entries"][-1]["changes"][0] | {"before": 0, "after": 0} == {
+        "concept": concept, "class_name": cls, "before": 0, "after": 0, "lower": None, "upper": None}
+    assert log["entries"][1]["changes"][0]["lower"] == pytest.approx(2 * w)  # finite bounds stay numbers
+    replayed = TuningSession.replay(FEATURES, tmp_path / "log.json")
+    np.testing.assert_allclose(replayed.weight, s.weight, atol=1e-6)
+    student = s.concept_student()
+    student.save_pretrained(tmp_path / "student")
+    assert json.loads((tmp_path / "student" / "tuning_log.json").read_text())["entries"] == log["entries"]
+    s.undo()  # the entry stays in the log, and the student stays saveable
+    s.concept_student().save_pretrained(tmp_path / "student")
+
+
+def test_every_kind_of_entry_round_trips_through_json():
+    s = session()
+    concept, cls, _ = used(s, 1)
+    other, other_cls, _ = used(s, -1)
+    s.up(concept, cls, 3, bounded=True)
+    s.down(other, other_cls, 2)
+    s.remove(concept)
+    s.lock(other, other_cls)
+    s.restore(concept)
+    s.set_label_weight(0.5)
+    s.undo()
+    s.redo()
+    s.jump(2)
+    text = json.dumps(s.export_log(), allow_nan=False)
+    data = json.loads(text)
+    assert data["entries"] == [json.loads(json.dumps(e.to_dict())) for e in s.log]
+    assert {e["action"] for e in data["entries"]} == {"start", "edit", "label_weight", "undo", "redo", "jump"}
+    assert {e["params"].get("action") for e in data["entries"] if e["action"] == "edit"} == {
+        "up", "down", "remove", "lock", "restore"}
+    replayed = TuningSession.replay(FEATURES, data)
+    for mine, theirs in zip(replayed.log, s.log, strict=True):
+        assert (mine.action, mine.params, mine.summary, mine.state) == (theirs.action, theirs.params, theirs.summary,
+                                                                        theirs.state)
+        assert [c | {"after": 0} for c in mine.changes] == [c | {"after": 0} for c in theirs.changes]
+
+
+def test_a_version_1_log_still_replays(tmp_path):
+    s = session()
+    s.down(*used(s, 1)[:2], 2)
+    old = s.export_log()
+    old["version"] = 1  # version 1 differs only in not holding unbounded constraints
+    replayed = TuningSession.replay(FEATURES, old)
+    np.testing.assert_allclose(replayed.weight, s.weight, atol=1e-6)
+
+
 # -- clear errors -------------------------------------------------------------------------------------
 def test_clear_errors():
     s = session()
@@ -325,8 +380,8 @@ ACTIONS = st.one_of(
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ACTIONS, min_size=1, max_size=7))
+@example([("up", 0, 0, 2.0, False), ("restore", 0, 0, None, False)])  # drawn once in CI: the restore's log had inf
 def test_any_sequence_of_actions_keeps_constraints_undo_exact_and_replay_equal(actions):
     s = TuningSession(SMALL, SMALL_STUDENT)
     for name, k, c, value, bounded in actions:

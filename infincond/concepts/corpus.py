@@ -6,6 +6,7 @@ import csv
 import hashlib
 import os
 import re
+import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -17,6 +18,22 @@ from ..errors import ConfigError
 
 DEFAULT_TEMPLATE = "a photo of {}."
 _BUILTIN_FILE = "builtin_corpus.tsv"
+
+
+def check_template(template: object) -> str:
+    """A prompt template with exactly one ``{}`` (where the concept goes), else a clear ConfigError."""
+    if not isinstance(template, str):
+        raise ConfigError(f"The prompt template must be text with one '{{}}', not {template!r}.")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as error:  # a lone '{' or '}'
+        raise ConfigError(f"Prompt template {template!r} is malformed ({error}); write literal braces as '{{{{' "
+                          "and '}}'.") from error
+    if fields != [""]:
+        raise ConfigError(f"Prompt template {template!r} must contain exactly one '{{}}' where the concept goes "
+                          f"(it has {len(fields)} placeholder(s){', named ' + repr(fields) if any(fields) else ''}), "
+                          "e.g. 'a photo of {}.'.")
+    return template
 
 
 def normalize_concept(text: str) -> str:
@@ -76,7 +93,12 @@ class ConceptCorpus:
         source = source or file.stem
         concepts: list[str] = []
         sources: list[str] = []
-        for line in file.read_text(encoding="utf-8").splitlines():
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"Concept file {str(file)!r} cannot be read as UTF-8 text ({error}): give a text "
+                              "file, one concept per line.") from error
+        for line in text.splitlines():
             line = line.split("#", 1)[0].rstrip()
             if not line.strip() or line.lower().startswith("concept\tsource"):
                 continue
@@ -134,9 +156,8 @@ class ConceptCorpus:
         return ConceptCorpus(tuple(self.concepts[i] for i in idx), tuple(self.sources[i] for i in idx))
 
     def prompts(self, template: str = DEFAULT_TEMPLATE) -> list[str]:
-        """The texts given to the encoder, e.g. 'a photo of {}.' filled with each concept."""
-        if "{}" not in template:
-            raise ConfigError(f"Prompt template {template!r} must contain '{{}}' where the concept goes.")
+        """The text prompts the encoder embeds: ``template`` with each concept in its ``{}``."""
+        check_template(template)
         return [template.format(c) for c in self.concepts]
 
     def fingerprint(self) -> str:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ConfigError, LoadError
-from ..hub import loading, model_revision
+from ..hub import check_ref, loading, model_revision
 
 REGION_MODES = ("auto", "dense", "grid", "whole")
 
@@ -96,6 +96,7 @@ class ConceptEncoder:
         """
         from transformers import AutoModel, AutoProcessor
 
+        ref = check_ref("concept encoder", ref)
         with loading("concept encoder", ref):
             model = AutoModel.from_pretrained(ref, revision=revision)
             processor = AutoProcessor.from_pretrained(ref, revision=revision)

@@ -2,23 +2,28 @@
 (so ``gradio_client`` can drive the whole workflow) and refreshes every view from the user's own
 :class:`Workspace`, kept in ``gr.State``: two sessions never see each other's students."""
 
+import contextlib
 import functools
 import logging
 import os
 import tempfile
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 
-from ..errors import InfinconError
+from ..checks import check_choice, check_integer, check_number
+from ..errors import ConfigError, InfinconError
+from ..features import default_cache_dir
 from . import views
-from .workspace import LoadSettings, Workspace
+from .workspace import CORPUS_CHOICES, LoadSettings, Workspace
 
 log = logging.getLogger(__name__)
 
 CIFAR10 = LoadSettings(teacher="aaraki/vit-base-patch16-224-in21k-finetuned-cifar10", dataset="uoft-cs/cifar10",
                        encoder="openai/clip-vit-base-patch32", config_name="plain_text", split="test", samples=1000)
+SORTS = ("any class", "selected class")
 ACTIONS = {"Up-tune": "up", "Down-tune": "down", "Remove": "remove", "Lock": "lock", "Restore": "restore"}
 CSS = """
 .view {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px;}
@@ -33,11 +38,14 @@ def shapes_preset(world, samples: int = 600) -> LoadSettings:
 
 
 def _guard(fn: Callable) -> Callable:
-    """Show the project's errors as clear messages in the page; log anything unexpected."""
+    """Run an event inside its workspace's transaction, so that a refused event changes nothing, and show
+    the project's errors as clear messages in the page; log anything unexpected."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        ws = next((a for a in args if isinstance(a, Workspace)), None)
         try:
-            return fn(*args, **kwargs)
+            with ws.transaction() if ws is not None else contextlib.nullcontext():
+                return fn(*args, **kwargs)
         except gr.Error:
             raise
         except InfinconError as err:
@@ -47,6 +55,19 @@ def _guard(fn: Callable) -> Callable:
             raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}). The details are in the server log.",
                            print_exception=False) from err
     return wrapper
+
+
+def on_space() -> bool:
+    """True when the app runs as a Hugging Face Space (then visitors save only under their own folder)."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def _index(evt: gr.SelectData | None, axis: int = 0) -> int:
+    """The row (axis 0) or column (axis 1) of a select event, as an int."""
+    if evt is None:
+        raise ConfigError("This event needs a selection (click a cell, a row or an image).")
+    index = evt.index if isinstance(evt.index, (list, tuple)) else (evt.index, 0)
+    return check_integer("selected index", index[axis], 0)
 
 
 def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | os.PathLike | None = None) -> gr.Blocks:
@@ -73,7 +94,7 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
                     image_column = gr.Textbox(default.image_column, label="Image column")
                     label_column = gr.Textbox(default.label_column, label="Label column")
                 encoder = gr.Textbox(default.encoder, label="Dual encoder (CLIP-style)")
-                corpus = gr.Radio(["builtin", "builtin+typed", "typed"], value=default.corpus, label="Concepts")
+                corpus = gr.Radio(list(CORPUS_CHOICES), value=default.corpus, label="Concepts")
                 concepts_text = gr.Textbox(default.concepts_text, label="Your concepts (comma-separated)", lines=2)
                 corpus_file = gr.File(label="…or a concept file (one per line)", file_types=[".txt"], type="filepath")
                 with gr.Row():
@@ -152,11 +173,13 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
                     import_btn = gr.Button("Import log", interactive=False)
             with gr.Column(scale=2, elem_id="view-share", elem_classes="view"):
                 gr.Markdown("### Share")
-                save_dir = gr.Textbox("infincond-student", label="Save to folder", elem_id="save-dir")
-                save_btn = gr.Button("Save locally", interactive=False)
+                # On a Space, visitors save under their own session folder only (and take the zip).
+                save_dir = gr.Textbox("infincond-student", label="Save to folder", elem_id="save-dir",
+                                      visible=not on_space())
+                save_btn = gr.Button("Save on the server" if on_space() else "Save locally", interactive=False)
                 zip_btn = gr.Button("Download as zip", interactive=False)
                 zip_file = gr.File(label="Student (zip)", elem_id="student-zip")
-                repo = gr.Textbox(label="Hub repo (user/name)")
+                repo = gr.Textbox(label="Hub repo (user/name)", elem_id="push-repo")
                 private = gr.Checkbox(False, label="Private")
                 if os.environ.get("SPACE_ID"):
                     gr.LoginButton()
@@ -191,9 +214,12 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
                     gr.Button(interactive=has_session)]
 
         # -- handlers: update the workspace, then re-render every view -------------------------------
+        def view_options(n, order) -> tuple[int, str]:
+            return check_integer("top concepts", n, 1, 500), check_choice("sort", order, SORTS)
+
         @_guard
         def on_preset(name: str):
-            s = presets[name]
+            s = presets[check_choice("preset", name, list(presets))]
             return [s.teacher, s.dataset, s.config_name or "", s.split or "", s.image_column, s.label_column,
                     s.encoder, s.corpus, s.concepts_text, s.samples]
 
@@ -201,77 +227,85 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
         def on_load(ws, teacher_, dataset_, config_, split_, image_col, label_col, encoder_, corpus_, text, samples_,
                     file_, n, order, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio's pattern
             ws = ws or Workspace()
-            if not teacher_ or not dataset_ or not encoder_:
-                raise gr.Error("Give a teacher, a dataset and an encoder (repo ids or paths).")
-            settings = LoadSettings(teacher_.strip(), dataset_.strip(), encoder_.strip(), config_ or None, split_ or None,
-                                    image_col or "auto", label_col or "auto", int(samples_ or 1000), corpus_, text or "",
-                                    file_ or None)
+            n, order = view_options(n, order)
+            settings = LoadSettings((teacher_ or "").strip(), (dataset_ or "").strip(), (encoder_ or "").strip(),
+                                    config_ or None, split_ or None, image_col or "auto", label_col or "auto",
+                                    1000 if samples_ is None else samples_, corpus_, text or "", file_ or None)
             ws.load(settings, cache_dir=cache_dir, progress=True)
             return [ws, *render(ws, n, order)]
 
         @_guard
         def on_distill(ws, nec_, n, order, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio's pattern
             ws = ws or Workspace()
-            ws.distill(int(nec_), progress=True)
+            n, order = view_options(n, order)
+            ws.distill(nec_, progress=True)
             return [ws, *render(ws, n, order)]
 
         @_guard
         def on_pick(ws, nec_, n, order):
             ws = ws or Workspace()
-            if nec_ is not None and int(nec_) != ws.nec:
-                ws.pick(int(nec_))
+            n, order = view_options(n, order)
+            ws.pick(nec_)
             return [ws, *render(ws, n, order)]
 
         @_guard
         def on_cell(ws, n, order, evt: gr.SelectData):
-            if ws is None or ws.session is None:
-                raise gr.Error("Distil a student first.")
-            row, col = evt.index if isinstance(evt.index, (list, tuple)) else (evt.index, 0)
-            views.select_cell(ws, int(row), int(col), int(n), order)
+            ws = ws or Workspace()
+            n, order = view_options(n, order)
+            ws.require("session")
+            ws.select_cell(_index(evt, 0), _index(evt, 1), n, order)
             return [ws, *render(ws, n, order)]
 
         @_guard
         def on_select(ws, concept: str, class_name: str, n, order):
             ws = ws or Workspace()
+            n, order = view_options(n, order)
             ws.select(concept, class_name)
             return [ws, *render(ws, n, order)]
 
         @_guard
         def on_image(ws, n, order, evt: gr.SelectData):
-            from ..analysis import images_with_concept
-            positions = images_with_concept(ws.features, ws.concept, 12)
-            ws.image = int(positions[int(evt.index)])
+            ws = ws or Workspace()
+            n, order = view_options(n, order)
+            ws.open_concept_image(_index(evt))
             return [ws, *render(ws, n, order)]
 
         @_guard
         def on_subset(ws, n, order, evt: gr.SelectData):
-            row = evt.index[0] if isinstance(evt.index, (list, tuple)) else int(evt.index)
-            views.open_subset(ws, int(row))
+            ws = ws or Workspace()
+            n, order = view_options(n, order)
+            ws.open_subset(_index(evt))
             return [ws, *render(ws, n, order)]
 
         @_guard
         def on_preview(ws, action_, factor_):
             ws = ws or Workspace()
-            return views.preview_text(ws.preview(ACTIONS[action_], float(factor_)))
+            return views.preview_text(ws.preview(ACTIONS.get(action_, action_), factor_))
 
         @_guard
         def on_apply(ws, action_, factor_, n, order, progress=gr.Progress()):  # noqa: B008 - Gradio's pattern
             ws = ws or Workspace()
-            entry = ws.apply(ACTIONS[action_], float(factor_))
+            n, order = view_options(n, order)
+            entry = ws.apply(ACTIONS.get(action_, action_), factor_)
             return [ws, views.preview_text_entry(entry), *render(ws, n, order)]
 
         @_guard
         def on_alpha(ws, alpha_, n, order):
             ws = ws or Workspace()
+            n, order = view_options(n, order)
             ws.require("session")
-            entry = ws.session.set_label_weight(float(alpha_))
+            entry = ws.session.set_label_weight(check_number("alpha", alpha_, 0.0, 1.0))
             return [ws, views.preview_text_entry(entry), *render(ws, n, order)]
 
         @_guard
         def on_history(which: str, ws, step, n, order):
             ws = ws or Workspace()
+            n, order = view_options(n, order)
             ws.require("session")
-            entry = ws.session.undo() if which == "undo" else ws.session.redo() if which == "redo" else ws.session.jump(int(step))
+            if which == "jump":
+                entry = ws.session.jump(check_integer("step", step, 0))
+            else:
+                entry = ws.session.undo() if which == "undo" else ws.session.redo()
             return [ws, views.preview_text_entry(entry), *render(ws, n, order)]
 
         @_guard
@@ -285,19 +319,28 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
         @_guard
         def on_import(ws, file_, n, order):
             ws = ws or Workspace()
+            n, order = view_options(n, order)
             if not file_:
-                raise gr.Error("Drop a tuning log (JSON) in the file box first.")
-            ws.import_log(file_)
+                raise ConfigError("Drop a tuning log (JSON) in the file box first.")
+            kept = ws.import_log(file_, keep_dir=_session_folder(ws, "replaced-logs"))
             gap = ws.session.replay_gap
             note = f"Imported and replayed {len(ws.session.log)} steps (largest weight gap {gap:.2g})."
+            if kept is not None:
+                note += f" The log it replaced was kept in `{kept}`."
             return [ws, note, *render(ws, n, order)]
 
         @_guard
         def on_save(ws, folder):
             ws = ws or Workspace()
-            path = ws.save(folder or "infincond-student")
-            return (f"Saved to `{os.path.abspath(path)}` (model.safetensors, config.json, concepts.json, metrics.json, "
-                    "tuning_log.json and the README.md model card).")
+            ws.require("session")
+            if on_space():  # a visitor may write only under their own session's folder
+                folder = _session_folder(ws, "saved") / "student"
+            elif not (folder or "").strip():
+                raise ConfigError("Give a folder to save the student into.")
+            path = ws.save(folder)
+            where = "on the server (use Download as zip to take it with you)" if on_space() else ""
+            return (f"Saved to `{os.path.abspath(path)}` {where}(model.safetensors, config.json, concepts.json, "
+                    "metrics.json, tuning_log.json and the README.md model card).")
 
         @_guard
         def on_zip(ws):
@@ -311,6 +354,9 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
             url = ws.push(repo_, push_token(oauth_token), bool(private_))
             return f"Pushed: [{url}]({url})"
 
+        def _session_folder(ws: Workspace, kind: str) -> Path:
+            return Path(cache_dir or default_cache_dir()) / "sessions" / ws.id / kind
+
         # -- wiring -----------------------------------------------------------------------------
         sel = [top_n, sort]
         preset.change(on_preset, preset, setup_fields, api_name="preset")
@@ -322,8 +368,8 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
         hidden_btn = gr.Button(visible=False)
         hidden_btn.click(on_select, [state, hidden_concept, hidden_class, *sel], [state, *views_out], api_name="select")
         for control in (top_n, sort):
-            control.change(lambda ws, n, order: [ws, *render(ws, n, order)], [state, *sel], [state, *views_out],
-                           api_name=False)
+            control.change(_guard(lambda ws, n, order: [ws, *render(ws, *view_options(n, order))]), [state, *sel],
+                           [state, *views_out], api_name=False)
         concept_gallery.select(on_image, [state, *sel], [state, *views_out], api_name="select_image")
         disagreements.select(on_subset, [state, *sel], [state, *views_out], api_name="open_subset")
         preview_btn.click(on_preview, [state, action, factor], preview_md, api_name="preview")

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from ..analysis import disagreement_subsets, image_contributions, images_with_concept, top_concepts
+from ..analysis import image_contributions, images_with_concept
 from ..tuning import LogEntry, Preview
-from .workspace import Workspace
+from .workspace import CONCEPT_IMAGES, Workspace
 
 HIGHLIGHT = (255, 196, 0)
 
@@ -81,7 +81,7 @@ def performance(ws: Workspace) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.Data
                  {"bar": f"{name} · student", "class": name, "model": "student", "score": float(np.nan_to_num(student))}]
     curve = pd.DataFrame([{"NEC": float(p.metrics.nec), "fidelity": p.metrics.fidelity, "target": p.nec_target}
                           for p in ws.sweep])
-    subsets = disagreement_subsets(ws.features, ws.session.student, np.nonzero(ws.features.is_val)[0])
+    subsets = ws.disagreement_subsets()
     table = pd.DataFrame([{"teacher says": g["teacher"], "student says": g["student"], "images": len(g["positions"])}
                           for g in subsets], columns=["teacher says", "student says", "images"])
     return text, pd.DataFrame(bars), curve, table
@@ -93,19 +93,11 @@ def subset_gallery(ws: Workspace) -> list:
     return [(ws.image_of(int(p)), f"#{int(ws.features.image_ids[p])}") for p in ws.subset[:24]]
 
 
-def open_subset(ws: Workspace, index: int) -> None:
-    subsets = disagreement_subsets(ws.features, ws.session.student, np.nonzero(ws.features.is_val)[0])
-    ws.subset = subsets[index]["positions"] if 0 <= index < len(subsets) else None
-
-
 # -- 3. concept-class heatmap -------------------------------------------------------------------------
 def heatmap_frame(ws: Workspace, n: int, sort: str) -> tuple[pd.DataFrame, list[int]]:
     """Influence table (concepts x classes) of the top ``n`` concepts, and their concept indices."""
     influence = ws.influence()
-    class_id = ws.class_id if sort == "selected class" else None
-    order = list(top_concepts(influence, n, class_id))
-    if ws.concept is not None and ws.concept not in order:
-        order = [ws.concept] + order[: max(n - 1, 0)]
+    order = ws.heatmap_order(n, sort)
     frame = pd.DataFrame(influence[:, order].T.round(3), columns=ws.session.class_names)
     frame.insert(0, "concept", [ws.session.concepts[k] for k in order])
     return frame, order
@@ -136,19 +128,8 @@ def heatmap(ws: Workspace, n: int = 20, sort: str = "any class"):
     return frame.style.apply(colour).format(precision=3, subset=list(frame.columns[1:]))
 
 
-def select_cell(ws: Workspace, row: int, col: int, n: int, sort: str) -> None:
-    """Select the concept and class of a heatmap cell (column 0 selects the concept only)."""
-    frame, order = heatmap_frame(ws, n, sort)
-    if not 0 <= row < len(order):
-        return
-    ws.concept = int(order[row])
-    if col >= 1:
-        ws.class_id = col - 1
-    ws.image = None
-
-
 # -- 4. images ----------------------------------------------------------------------------------------
-def concept_images(ws: Workspace, n: int = 12) -> tuple[str, list]:
+def concept_images(ws: Workspace, n: int = CONCEPT_IMAGES) -> tuple[str, list]:
     """The images where the selected concept is most present, its region outlined."""
     if ws.session is None or ws.concept is None:
         return "Select a concept in the heatmap.", []
