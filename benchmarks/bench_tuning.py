@@ -39,7 +39,7 @@ from infincond import (
 from infincond.demo import WorldConfig, build_world, load_world
 from infincond.demo.world import THRESHOLDS
 from infincond.testing import planted_features
-from infincond.tuning import Edit, TuningSession, snapshot
+from infincond.tuning import Edit, TuningSession
 
 
 def world_features(quick: bool):
@@ -84,7 +84,7 @@ def editing(quick: bool) -> None:
         probe = base.student
         probe.weight = weight
         return row(f"baseline: prune '{concept}'{' + renormalise row' if renormalise else ''}, no refit", 1,
-                   snapshot(base.evaluator.metrics(weight, base.state.bias)), evaluate_student(train, probe).fidelity, None)
+                   base.evaluator.metrics(weight, base.state.bias).to_dict(), evaluate_student(train, probe).fidelity, None)
 
     rows += [pruned(False), pruned(True)]
     scripts = {

@@ -3,14 +3,23 @@
 Example::
 
     run = infincond.run_distillation("teacher-repo", "dataset-repo", "openai/clip-vit-base-patch32")
-    print(run.metrics.summary())
+    print(run.metrics.to_dict())
 """
 
 from .concepts import ConceptCorpus, ConceptEncoder, concept_presence
 from .data import DataConfig, ImageSource, load_image_source
-from .distill import Constraints, DistillConfig, LinearStudent, distill, fit
-from .errors import ColumnDetectionError, ConfigError, ConstraintError, InfinconError, LoadError
+from .distill import Constraints, ConvergenceWarning, DistillConfig, distill, fit
+from .errors import (
+    ColumnDetectionError,
+    ConfigError,
+    ConstraintError,
+    HubError,
+    InfinconError,
+    LoadError,
+    StorageError,
+)
 from .features import ExtractConfig, FeatureSet, extract_features
+from .linear import Contribution, LinearStudent
 from .metrics import Metrics, evaluate, evaluate_student
 from .pipeline import DistillationRun, run_distillation
 from .student import ConceptStudent
@@ -21,7 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ColumnDetectionError", "ConceptCorpus", "ConceptEncoder", "ConceptStudent", "ConfigError", "ConstraintError",
-    "Constraints", "DataConfig", "Edit", "LogEntry", "Preview", "TuningSession", "DistillConfig", "DistillationRun", "ExtractConfig", "FeatureSet", "ImageSource",
-    "InfinconError", "LinearStudent", "LoadError", "Metrics", "Teacher", "concept_presence", "distill", "evaluate",
+    "Constraints", "Contribution", "ConvergenceWarning", "DataConfig", "DistillConfig", "DistillationRun", "Edit",
+    "ExtractConfig", "FeatureSet", "HubError", "ImageSource", "InfinconError", "LinearStudent", "LoadError", "LogEntry",
+    "Metrics", "Preview", "StorageError", "Teacher", "TuningSession", "concept_presence", "distill", "evaluate",
     "evaluate_student", "extract_features", "fit", "load_image_source", "run_distillation",
 ]

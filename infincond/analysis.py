@@ -10,8 +10,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from tqdm.auto import tqdm
 
-from .distill import DistillConfig, LinearStudent, distill
+from .distill import DistillConfig, distill
 from .features import FeatureSet
+from .linear import Contribution, LinearStudent
 from .metrics import Metrics, evaluate_student
 
 
@@ -44,29 +45,12 @@ def images_with_concept(features: FeatureSet, concept: int, n: int = 12,
     return positions[np.argsort(-scores, kind="stable")[:n]]
 
 
-@dataclass
-class Contribution:
-    """One concept's part in one image's class score; ``box`` (x0, y0, x1, y1) in [0, 1] image fractions."""
-
-    concept: str
-    weight: float
-    presence: float
-    contribution: float
-    box: tuple[float, float, float, float]
-
-
 def image_contributions(features: FeatureSet, student: LinearStudent, position: int, class_id: int,
                         top_k: int = 6) -> list[Contribution]:
-    """The concepts that contribute most (by |weight x standardised presence|) to ``class_id`` on one image."""
-    scores = features.concept_scores[position]
-    standardised = student.standardise(scores[None])[0]
-    weights = student.weight[class_id]
-    parts = weights * standardised
-    active = np.nonzero(weights)[0]
-    order = active[np.argsort(-np.abs(parts[active]), kind="stable")][:top_k]
-    boxes = features.region_boxes
-    return [Contribution(features.concepts[k], float(weights[k]), float(scores[k]), float(parts[k]),
-                         tuple(float(v) for v in boxes[features.best_region[position, k]])) for k in order]
+    """The concepts that contribute most (by |weight x standardised presence|) to ``class_id`` on one image
+    (a FeatureSet position), each with the region where it was found."""
+    regions = features.region_boxes[features.best_region[position]]
+    return student.contributions(features.concept_scores[position], class_id, features.concepts, regions, top_k)
 
 
 def disagreement_subsets(features: FeatureSet, student: LinearStudent, rows: np.ndarray) -> list[dict]:

@@ -1,9 +1,11 @@
-"""The model card of a pushed student: Hub metadata (library, task, base model, dataset, eval results in
-``model-index``) and readable text (what the student is, how it was distilled, its top concepts per
-class, the edits applied, usage, limitations)."""
+"""The model card of a student: Hub metadata (library, task, base model, dataset, eval results in
+``model-index``) in :class:`StudentCardData`, and readable text (what the student is, how it was distilled,
+its top concepts per class with their spread, the edits applied, usage, limitations) rendered from the
+package's ``model_card_template.md`` by ``ModelCard.from_template``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,31 +16,38 @@ from .hub import endpoint, is_repo_id
 if TYPE_CHECKING:
     from .student import ConceptStudent
 
+TEMPLATE = Path(__file__).with_name("model_card_template.md")
 TAGS = ["infincond", "concept-bottleneck", "knowledge-distillation", "interpretability", "image-classification"]
 
 
-def _link(ref: str | None) -> str:
+class StudentCardData(ModelCardData):
+    """The card's Hub metadata (its YAML header), plus ``content``: what its text shows, field by field
+    (the template's variables), which stays out of the YAML."""
+
+    def __init__(self, *, content: dict | None = None, **metadata) -> None:
+        super().__init__(**metadata)
+        self.content = content or {}
+
+    def _to_dict(self, data_dict: dict) -> None:
+        data_dict.pop("content", None)
+        super()._to_dict(data_dict)
+
+
+def _link(ref: str | None, kind: str = "") -> str:
     """A Markdown link to a Hub repo, or the local path in code font."""
     if not ref:
         return "unknown"
-    return f"[`{ref}`]({endpoint()}/{ref})" if is_repo_id(ref) else f"`{ref}` (a local folder)"
-
-
-def _dataset_link(ref: str | None) -> str:
-    if ref and is_repo_id(ref):
-        return f"[`{ref}`]({endpoint()}/datasets/{ref})"
-    return _link(ref)
+    return f"[`{ref}`]({endpoint()}/{kind}{ref})" if is_repo_id(ref) else f"`{ref}` (a local folder)"
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}%"
 
 
-def _eval_results(student: ConceptStudent, model_name: str) -> list[EvalResult]:
+def _eval_results(metrics: dict, dataset: dict, model_name: str) -> list[EvalResult]:
     """Fidelity and accuracy as ``model-index`` entries, on the dataset and split they were measured on."""
-    metrics, dataset = student.metrics or {}, student.provenance.get("dataset", {})
     ref = dataset.get("dataset")
-    if not metrics or not ref:
+    if not metrics or not ref or metrics.get("fidelity") is None:
         return []
     common = {"task_type": "image-classification", "task_name": "Image Classification",
               "dataset_type": ref if is_repo_id(ref) else "local", "dataset_name": ref.rstrip("/").split("/")[-1],
@@ -51,21 +60,21 @@ def _eval_results(student: ConceptStudent, model_name: str) -> list[EvalResult]:
     return results
 
 
-def top_concepts_table(student: ConceptStudent, per_class: int = 5) -> str:
-    """A Markdown table: for each class, its strongest concepts with signed weights."""
-    weight = student.weight.detach().numpy()
-    lines = ["| class | concepts (weight on standardised presence) |", "|---|---|"]
+def top_concepts(student: ConceptStudent, per_class: int = 5) -> list[dict]:
+    """For each class, its strongest concepts with signed weights (and their bootstrap spread, when the
+    student was fitted with an ensemble): [{"name", "concepts"}]."""
+    weight, spread = student.linear.weight, student.linear.weight_std
+    rows = []
     for c, name in enumerate(student.class_names):
         order = [k for k in np.argsort(-np.abs(weight[c]), kind="stable")[:per_class] if weight[c, k] != 0]
-        cells = ", ".join(f"{student.concepts[k]} ({weight[c, k]:+.2f})" for k in order) or "(none)"
-        lines.append(f"| {name} | {cells} |")
-    return "\n".join(lines)
+        cells = [f"{student.concepts[k]} ({weight[c, k]:+.2f}"
+                 + (f" ± {spread[c, k]:.2f})" if spread is not None else ")") for k in order]
+        rows.append({"name": name, "concepts": ", ".join(cells) or "(none)"})
+    return rows
 
 
-def _edits(student: ConceptStudent) -> str:
+def _edits(student: ConceptStudent) -> list[str]:
     entries = (student.tuning_log or {}).get("entries", [])[1:] or student.provenance.get("tuning", [])
-    if not entries:
-        return "None: this is the distilled student as fitted."
     lines = []
     for e in entries:
         after, before = e.get("metrics_after") or {}, e.get("metrics_before") or {}
@@ -73,93 +82,45 @@ def _edits(student: ConceptStudent) -> str:
         if after.get("fidelity") is not None and before.get("fidelity") is not None:
             delta = f" (fidelity {_pct(before['fidelity'])} → {_pct(after['fidelity'])})"
         lines.append(f"{e.get('step', len(lines) + 1)}. {e.get('summary', e.get('action'))}{delta}")
-    return ("In order (the full log, replayable, is `tuning_log.json`):\n\n" + "\n".join(lines)
-            if student.tuning_log else "\n".join(lines))
+    return lines
 
 
-def model_card(student: ConceptStudent, repo_id: str | None = None) -> ModelCard:
-    """The card of ``student`` (pushed as ``repo_id``): metadata and text, ready to ``save`` or ``push``."""
-    prov, metrics = student.provenance, student.metrics or {}
-    encoder, teacher = student.encoder_info.get("repo_id"), prov.get("teacher", {}).get("repo_id")
+def card_data(student: ConceptStudent, repo_id: str | None = None) -> StudentCardData:
+    """The card's metadata and content for ``student`` (pushed as ``repo_id``)."""
+    prov, metrics, config = student.provenance, student.metrics or {}, student.distill_config
+    encoder, teacher = student.encoder_ref.repo_id, prov.get("teacher", {}).get("repo_id")
     dataset = prov.get("dataset", {})
-    dataset_ref, distill = dataset.get("dataset"), student.distill_info
     name = (repo_id or "infincond-student").split("/")[-1]
-    data = ModelCardData(
+    split = " / ".join(str(v) for v in (dataset.get("config_name"), dataset.get("split")) if v)
+    sample = f"{dataset.get('n_images', '?')} images ({dataset.get('n_val', '?')} held out for validation)"
+    results = [("Fidelity (agreement with the teacher)", _pct(metrics.get("fidelity"))),
+               ("Student accuracy (against labels)", _pct(metrics.get("accuracy"))),
+               ("Teacher accuracy", _pct(metrics.get("teacher_accuracy"))),
+               ("Effective concepts per class (NEC)", f"{metrics['nec']:.1f}" if metrics.get("nec") is not None else "n/a")]
+    content = {
+        "model_name": name, "repo_id": repo_id or "path/to/student", "n_concepts": len(student.concepts),
+        "teacher": _link(teacher), "encoder": _link(encoder),
+        "data": f"{_link(dataset.get('dataset'), 'datasets/')}{f' ({split})' if split else ''}: {sample}",
+        "method": f"{config.method}: fit the teacher's outputs (temperature {config.temperature:g}), L1-sparse, "
+                  f"{config.nec if config.nec is not None else 'free'} concepts per class; label weight "
+                  f"{config.label_weight:g}",
+        "results": results if metrics else [], "n_images": metrics.get("n_images", "?"),
+        "evaluated_on": prov.get("evaluated_on", "held-out validation images of the sample"),
+        "per_class": [{"name": c, "agreement": _pct(v.get("agreement")), "accuracy": _pct(v.get("accuracy"))}
+                      for c, v in (metrics.get("per_class") or {}).items()],
+        "top_concepts": top_concepts(student), "has_spread": student.linear.weight_std is not None,
+        "edits": _edits(student), "has_log": student.tuning_log is not None,
+    }
+    dataset_ref = dataset.get("dataset")
+    return StudentCardData(
         library_name="infincond", pipeline_tag="image-classification", tags=TAGS,
         base_model=encoder if is_repo_id(encoder) else None,
         datasets=[dataset_ref] if is_repo_id(dataset_ref) else None,
         metrics=["accuracy"] if metrics.get("accuracy") is not None else None,
-        model_name=name, eval_results=_eval_results(student, name) or None,
-    )
-    where = metrics.get("evaluated_on", "held-out validation images of the sample")
-    split = " / ".join(str(v) for v in (dataset.get("config_name"), dataset.get("split")) if v)
-    sample = f"{dataset.get('n_images', '?')} images ({dataset.get('n_val', '?')} held out for validation)"
-    per_class = metrics.get("per_class") or {}
-    class_rows = "\n".join(f"| {c} | {_pct(v.get('fidelity'))} | {_pct(v.get('accuracy'))} |" for c, v in per_class.items())
-    usage = f'''```python
-from PIL import Image
-from infincond import ConceptStudent
+        model_name=name, eval_results=_eval_results(metrics, dataset, name) or None, content=content)
 
-student = ConceptStudent.from_pretrained("{repo_id or 'path/to/student'}")  # loads the encoder's vision tower too
-prediction = student.predict(Image.open("image.jpg"))
-print(prediction.class_names[0], prediction.probs.max())
-for part in student.explain(Image.open("image.jpg")).contributions:  # why: concepts, weights, regions
-    print(part.concept, round(part.contribution, 3), part.box)
-```'''
-    text = f"""
-# {name}
 
-A concept-based student of the image classifier {_link(teacher)}, distilled with
-[InFiConD](https://github.com/infincond/infincond): a sparse linear model over the presence of
-{len(student.concepts)} text concepts in the image, as measured by the dual encoder {_link(encoder)}. Each class
-score is a weighted sum of a few concepts, so every prediction can be read and every weight edited.
-
-## How it was distilled
-
-| | |
-|---|---|
-| Teacher | {_link(teacher)} |
-| Data | {_dataset_link(dataset_ref)}{f' ({split})' if split else ''}: {sample} |
-| Concept encoder | {_link(encoder)}, presence = best match over image regions, clipped at 0 |
-| Concepts | {len(student.concepts)} |
-| Method | {distill.get('method', 'kd')}: fit the teacher's outputs (temperature {distill.get('temperature', 1.0)}), L1-sparse, {distill.get('nec', 'free')} concepts per class; label weight {distill.get('label_weight', 0.0)} |
-
-## Results
-
-On {metrics.get('n_images', '?')} {where}:
-
-| metric | value |
-|---|---|
-| Fidelity (agreement with the teacher) | {_pct(metrics.get('fidelity'))} |
-| Student accuracy (against labels) | {_pct(metrics.get('accuracy'))} |
-| Teacher accuracy | {_pct(metrics.get('teacher_accuracy'))} |
-| Effective concepts per class (NEC) | {metrics.get('nec', float('nan')):.1f} |
-
-{"| class | fidelity | accuracy |" + chr(10) + "|---|---|---|" + chr(10) + class_rows if class_rows else ""}
-
-## Top concepts per class
-
-{top_concepts_table(student)}
-
-## Edits applied
-
-{_edits(student)}
-
-## Usage
-
-`pip install infincond`, then:
-
-{usage}
-
-## Limitations
-
-- The student imitates the teacher, including its mistakes and shortcuts; fidelity is agreement with the
-  teacher, not correctness. Read the concepts before trusting a class.
-- It sees only what the concept encoder can recognise among its {len(student.concepts)} concepts; anything else
-  the teacher uses is invisible to it. Concept scores inherit the encoder's biases.
-- The metrics above come from {metrics.get('n_images', '?')} images of one dataset and split; expect them to
-  differ elsewhere.
-"""
-    if not metrics:
-        text = text.replace("## Results", "## Results\n\n(No metrics were recorded with this student.)", 1)
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{text}")
+def model_card(student: ConceptStudent, repo_id: str | None = None) -> ModelCard:
+    """The card of ``student`` (pushed as ``repo_id``): metadata and text, ready to ``save`` or ``push``."""
+    data = card_data(student, repo_id)
+    return ModelCard.from_template(data, template_path=str(TEMPLATE), **data.content)

@@ -5,73 +5,102 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import MISSING, fields
 from pathlib import Path
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import InfinconError
 
 
-def _add_distill(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("distill", help="Distil a teacher into a concept student and save it.")
+def config_option(parser: argparse.ArgumentParser, config: type, name: str, flag: str | None = None,
+                  **overrides) -> None:
+    """Add ``--name`` for a field of a config dataclass: its default, type, choices (``Literal`` fields) and
+    help are read from the dataclass, so the CLI never restates them."""
+    spec = next(f for f in fields(config) if f.name == name)
+    hint = get_type_hints(config)[name]
+    if get_origin(hint) in (Union, UnionType):  # "int | None": the value's type
+        hint = next(t for t in get_args(hint) if t is not type(None))
+    choices = get_args(hint) if get_origin(hint) is Literal else None
+    default = overrides.pop("default", None if spec.default is MISSING else spec.default)
+    text = spec.metadata.get("help", "")
+    options = {"dest": name, "type": None if choices else hint, "choices": choices, "default": default,
+               "help": f"{text} (default: {default})" if default is not None else text}
+    parser.add_argument(flag or "--" + name.replace("_", "-"), **{**options, **overrides})
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    """What ``distill`` and ``extract`` both read: the models, the dataset and its sample, the concepts."""
+    from .data import DataConfig
+    from .features import ExtractConfig
+
     p.add_argument("--teacher", required=True, help="Hub repo id or local folder of an image classifier.")
-    p.add_argument("--dataset", required=True, help="Hub dataset id, image folder, data file or save_to_disk folder.")
+    config_option(p, DataConfig, "dataset", required=True)
     p.add_argument("--encoder", required=True, help="Hub repo id or local folder of a CLIP-style dual encoder.")
-    p.add_argument("--out", required=True, help="Folder to write the student into.")
     p.add_argument("--corpus", default=None, help="Concept file (one per line); default: the built-in corpus.")
     p.add_argument("--extra-concepts", default=None, help="Comma-separated concepts added to the corpus.")
-    p.add_argument("--samples", type=int, default=1000, help="Images to sample (default 1000; 0 = all).")
-    p.add_argument("--nec", type=int, default=5, help="Effective concepts per class (default 5).")
-    p.add_argument("--method", choices=("kd", "bce_ensemble"), default="kd")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--ensemble", type=int, default=None, help="Bootstrap members (default 1 for kd, 20 for bce).")
-    p.add_argument("--config", dest="config_name", default=None, help="Dataset configuration name.")
-    p.add_argument("--split", default=None, help="Dataset split (default: train, else the first).")
-    p.add_argument("--image-column", default="auto")
-    p.add_argument("--label-column", default="auto", help="'auto', a column name, or 'none' for no labels.")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--template", default="a photo of {}.")
-    p.add_argument("--region-mode", choices=("auto", "dense", "grid", "whole"), default="auto")
-    p.add_argument("--batch-size", type=int, default=32)
+    config_option(p, DataConfig, "samples", help=f"Images to sample, 0 = all (default: {DataConfig.samples}).")
+    config_option(p, DataConfig, "config_name", "--config")
+    for name in ("split", "image_column", "label_column", "val_fraction", "seed"):
+        config_option(p, DataConfig, name)
+    for name in ("template", "region_mode", "batch_size"):
+        config_option(p, ExtractConfig, name)
     p.add_argument("--cache-dir", default=None, help="Feature cache (default $INFINCOND_CACHE or ~/.cache/infincond).")
     p.add_argument("--device", default=None)
+
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    from .distill import DistillConfig
+
+    p = sub.add_parser("distill", help="Distil a teacher into a concept student and save it.")
+    _add_inputs(p)
+    p.add_argument("--out", required=True, help="Folder to write the student into (new, empty, or a previous "
+                                                "student's).")
+    for name in ("nec", "method", "temperature", "ensemble"):
+        config_option(p, DistillConfig, name)
     p.set_defaults(func=_distill)
 
 
-def _distill(args: argparse.Namespace) -> int:
+def _inputs(args: argparse.Namespace):
+    """The configs and corpus the shared options describe."""
     from .concepts.corpus import ConceptCorpus
     from .data import DataConfig
-    from .distill import DistillConfig
     from .features import ExtractConfig
-    from .pipeline import run_distillation
-    from .storage import check_folder_target
-    from .student import holds_student
 
-    # Before any long work: the student must be saveable where asked.
-    check_folder_target(args.out, what="a student", replaceable=holds_student)
     corpus = ConceptCorpus.resolve(args.corpus)
     if args.extra_concepts:
         corpus = corpus + ConceptCorpus.from_list(args.extra_concepts.split(","), source="cli")
     data = DataConfig(dataset=args.dataset, config_name=args.config_name, split=args.split,
                       image_column=args.image_column, label_column=args.label_column,
                       samples=args.samples or None, val_fraction=args.val_fraction, seed=args.seed)
-    run = run_distillation(
-        args.teacher, data, args.encoder, corpus,
-        extract=ExtractConfig(template=args.template, region_mode=args.region_mode, batch_size=args.batch_size),
-        distill_config=DistillConfig(method=args.method, nec=args.nec, temperature=args.temperature,
-                                     ensemble=args.ensemble, seed=args.seed),
-        cache_dir=args.cache_dir, device=args.device,
-    )
+    extract = ExtractConfig(template=args.template, region_mode=args.region_mode, batch_size=args.batch_size)
+    return data, extract, corpus
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from .distill import DistillConfig
+    from .pipeline import run_distillation
+    from .storage import check_folder_target
+    from .student import holds_student
+
+    # Before any long work: the student must be saveable where asked, and every setting valid.
+    check_folder_target(args.out, what="a student", replaceable=holds_student)
+    data, extract, corpus = _inputs(args)
+    config = DistillConfig(method=args.method, nec=args.nec, temperature=args.temperature, ensemble=args.ensemble,
+                           seed=args.seed)
+    run = run_distillation(args.teacher, data, args.encoder, corpus, extract=extract, distill_config=config,
+                           cache_dir=args.cache_dir, device=args.device)
     out = Path(args.out)
     run.student.save_pretrained(out)
-    m = run.metrics  # saved beside the weights as metrics.json (with the student), and in its model card
+    m = run.metrics.to_dict()  # saved beside the weights as metrics.json, and in the model card
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    print(f"\nValidation ({m.n_images} images, {m.n_labelled} labelled):")
-    print(f"  fidelity          {pct(m.fidelity)}")
-    print(f"  KL to teacher     {m.kl:.4f}")
-    print(f"  student accuracy  {pct(m.student_accuracy)}")
-    print(f"  teacher accuracy  {pct(m.teacher_accuracy)}")
-    print(f"  NEC per class     {m.nec:.1f}  (max {int(m.nec_per_class.max())})")
-    print(f"  disagreements     {len(m.disagreement_ids)}")
+    print(f"\nValidation ({m['n_images']} images, {m['n_labelled']} labelled):")
+    print(f"  fidelity          {pct(m['fidelity'])}")
+    print(f"  KL to teacher     {m['kl']:.4f}")
+    print(f"  student accuracy  {pct(m['accuracy'])}")
+    print(f"  teacher accuracy  {pct(m['teacher_accuracy'])}")
+    print(f"  NEC per class     {m['nec']:.1f}  (max {int(run.metrics.nec_per_class.max())})")
+    print(f"  disagreements     {m['n_disagreements']}")
     print(f"Student written to {out}")
     return 0
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +30,16 @@ class DataConfig:
     ``label_column="none"`` runs without labels. ``samples``: how many images to draw (None = all).
     """
 
-    dataset: str
-    config_name: str | None = None
-    split: str | None = None
-    revision: str | None = None
-    image_column: str = "auto"
-    label_column: str = "auto"
-    samples: int | None = 1000
-    val_fraction: float = 0.2
-    seed: int = 0
+    dataset: str = field(metadata={"help": "Hub dataset id, image folder, data file or save_to_disk folder."})
+    config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    split: str | None = field(default=None, metadata={"help": "Dataset split (default: train, else the first)."})
+    revision: str | None = field(default=None, metadata={"help": "Dataset revision (branch, tag or commit)."})
+    image_column: str = field(default="auto", metadata={"help": "'auto' (an Image feature) or a column name."})
+    label_column: str = field(default="auto", metadata={"help": "'auto' (a ClassLabel), a column name, or 'none' "
+                                                                  "for no labels."})
+    samples: int | None = field(default=1000, metadata={"help": "Images to sample (None: all)."})
+    val_fraction: float = field(default=0.2, metadata={"help": "Share of the sample held out for validation."})
+    seed: int = field(default=0, metadata={"help": "Seed of the sample and of the split."})
 
     def __post_init__(self) -> None:
         if self.samples is not None:

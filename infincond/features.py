@@ -22,7 +22,7 @@ from .concepts.corpus import (
     near_duplicate_mask,
     normalize_concept,
 )
-from .concepts.encoder import REGION_MODES, ConceptEncoder
+from .concepts.encoder import REGION_MODES, ConceptEncoder, RegionMode
 from .concepts.presence import concept_presence
 from .data import ImageSource
 from .teacher import Teacher
@@ -44,11 +44,13 @@ class ExtractConfig:
     to an earlier one; None keeps them all.
     """
 
-    template: str = DEFAULT_TEMPLATE
-    region_mode: str = "auto"
-    grid_size: int = 2
-    batch_size: int = 32
-    dedup_threshold: float | None = None
+    template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "Prompt template, with one {} for the concept."})
+    region_mode: RegionMode = field(default="auto", metadata={"help": "Where concepts are looked for: 'auto', "
+                                                                      "'dense' (patches), 'grid' or 'whole'."})
+    grid_size: int = field(default=2, metadata={"help": "Side of the grid of crops in 'grid' mode."})
+    batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
+    dedup_threshold: float | None = field(default=None, metadata={"help": "Drop concepts this close (cosine) to "
+                                                                          "an earlier one; None keeps all."})
 
     def __post_init__(self) -> None:
         check_template(self.template)

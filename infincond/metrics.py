@@ -1,12 +1,19 @@
-"""Metrics of a student against its teacher (and against labels where they exist)."""
+"""Metrics of a student against its teacher (and against labels where they exist), in one shape: the
+:class:`Metrics` attributes, and :meth:`Metrics.to_dict` with the same names, which is what logs, saved
+students, cards, the CLI and the app show."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from .distill import softmax
+from .linear import log_softmax, softmax
+
+
+def _or_none(value: float) -> float | None:
+    """A JSON-safe number: None where it is NaN or infinite."""
+    return float(value) if value is not None and np.isfinite(value) else None
 
 
 @dataclass
@@ -14,10 +21,11 @@ class Metrics:
     """How well a student mimics its teacher on a set of images.
 
     fidelity: top-1 agreement with the teacher. kl: mean KL(teacher || student) at T=1, in nats.
-    student_accuracy / teacher_accuracy: against labels mapped onto the teacher's classes (None when
-    no image has such a label). Per class (C,): precision / recall of the student's predictions against
-    the teacher's, and accuracy of each against labels (NaN where a class has no labelled image).
-    confusion (C, C): rows = teacher prediction, columns = student prediction.
+    accuracy / teacher_accuracy: against labels mapped onto the teacher's classes (None when no image has
+    such a label). Per class (C,): ``agreement`` (of the images the teacher gives the class, the share the
+    student also does), ``precision`` (of the images the student gives it, the share the teacher does),
+    ``class_accuracy`` / ``teacher_class_accuracy`` against labels (NaN where a class has no labelled
+    image). confusion (C, C): rows = teacher prediction, columns = student prediction.
     disagreement_ids: image ids where the two predictions differ. nec_per_class (C,) effective concepts.
     """
 
@@ -25,12 +33,12 @@ class Metrics:
     n_labelled: int
     fidelity: float
     kl: float
-    student_accuracy: float | None
+    accuracy: float | None
     teacher_accuracy: float | None
     class_names: list[str]
+    agreement: np.ndarray
     precision: np.ndarray
-    recall: np.ndarray
-    student_class_accuracy: np.ndarray
+    class_accuracy: np.ndarray
     teacher_class_accuracy: np.ndarray
     confusion: np.ndarray
     disagreement_ids: np.ndarray
@@ -40,20 +48,15 @@ class Metrics:
     def nec(self) -> float:
         return float(np.mean(self.nec_per_class))
 
-    def summary(self) -> dict:
-        """Headline numbers as plain floats (for logs, cards and tables)."""
-        return {"fidelity": self.fidelity, "kl": self.kl, "student_accuracy": self.student_accuracy,
-                "teacher_accuracy": self.teacher_accuracy, "nec": self.nec, "n_images": self.n_images,
-                "n_labelled": self.n_labelled, "n_disagreements": int(len(self.disagreement_ids))}
-
     def to_dict(self) -> dict:
-        """Every field as JSON-ready Python values (NaN becomes None)."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, np.ndarray):
-                out[key] = [None if isinstance(v, float) and np.isnan(v) else v for v in value.tolist()] \
-                    if value.ndim == 1 else value.tolist()
-        return out
+        """The metrics as JSON-ready values (NaN becomes None): the headline numbers, and per class the
+        agreement with the teacher and the accuracy against labels."""
+        return {"fidelity": _or_none(self.fidelity), "kl": _or_none(self.kl), "accuracy": _or_none(self.accuracy),
+                "teacher_accuracy": _or_none(self.teacher_accuracy), "nec": self.nec, "n_images": self.n_images,
+                "n_labelled": self.n_labelled, "n_disagreements": int(len(self.disagreement_ids)),
+                "per_class": {name: {"agreement": _or_none(self.agreement[c]),
+                                     "accuracy": _or_none(self.class_accuracy[c])}
+                              for c, name in enumerate(self.class_names)}}
 
 
 def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -78,15 +81,12 @@ def evaluate(student_logits: np.ndarray, teacher_logits: np.ndarray, labels_as_c
     teacher_pred, p_teacher, neg_entropy = teacher or teacher_terms(teacher_logits)
     student_pred = student_logits.argmax(1)
     agree = teacher_pred == student_pred
-    z = student_logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_q = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    kl = float(np.mean(neg_entropy - np.sum(p_teacher * log_q, axis=1)))
+    kl = float(np.mean(neg_entropy - np.sum(p_teacher * log_softmax(student_logits), axis=1)))
 
     confusion = np.zeros((c, c), dtype=np.int64)
     np.add.at(confusion, (teacher_pred, student_pred), 1)
     precision = _safe_ratio(np.diag(confusion).astype(float), confusion.sum(0).astype(float))
-    recall = _safe_ratio(np.diag(confusion).astype(float), confusion.sum(1).astype(float))
+    agreement = _safe_ratio(np.diag(confusion).astype(float), confusion.sum(1).astype(float))
 
     labels = np.full(n, -1) if labels_as_classes is None else np.asarray(labels_as_classes)
     known = labels >= 0
@@ -99,12 +99,12 @@ def evaluate(student_logits: np.ndarray, teacher_logits: np.ndarray, labels_as_c
         n_labelled=n_labelled,
         fidelity=float(agree.mean()) if n else float("nan"),
         kl=kl,
-        student_accuracy=float(np.mean(student_pred[known] == labels[known])) if n_labelled else None,
+        accuracy=float(np.mean(student_pred[known] == labels[known])) if n_labelled else None,
         teacher_accuracy=float(np.mean(teacher_pred[known] == labels[known])) if n_labelled else None,
         class_names=list(class_names),
+        agreement=agreement,
         precision=precision,
-        recall=recall,
-        student_class_accuracy=_safe_ratio(student_hits, per_class_count),
+        class_accuracy=_safe_ratio(student_hits, per_class_count),
         teacher_class_accuracy=_safe_ratio(teacher_hits, per_class_count),
         confusion=confusion,
         disagreement_ids=np.asarray(image_ids)[~agree],
@@ -113,22 +113,29 @@ def evaluate(student_logits: np.ndarray, teacher_logits: np.ndarray, labels_as_c
 
 
 def evaluate_student(features, student, split: str = "val") -> Metrics:
-    """Metrics of a :class:`~infincond.distill.LinearStudent` on a FeatureSet's "val", "train" or "all" rows."""
+    """Metrics of a :class:`~infincond.linear.LinearStudent` on a FeatureSet's "val", "train" or "all" rows."""
     rows = {"val": features.is_val, "train": ~features.is_val, "all": np.ones_like(features.is_val)}[split]
     return evaluate(student.logits(features.concept_scores[rows]), features.teacher_logits[rows],
                     features.labels_as_classes[rows], features.image_ids[rows], features.class_names,
                     student.nec_per_class)
 
 
-def _nan_to_none(values: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in values]
+class Evaluator:
+    """Metrics of many candidate weights on fixed rows (what previews and refits need, fast): the rows'
+    standardised scores (column-major, so that the concepts in use are read contiguously) and the teacher's
+    part of the metrics are computed once."""
 
+    def __init__(self, features, rows: np.ndarray, student) -> None:
+        self.x = np.asfortranarray(student.standardise(features.concept_scores[rows]))
+        self.student = student
+        self.teacher_logits = features.teacher_logits[rows]
+        self.teacher = teacher_terms(self.teacher_logits)
+        self.labels = features.labels_as_classes[rows]
+        self.image_ids = features.image_ids[rows]
+        self.class_names = list(features.class_names)
 
-def snapshot(metrics: Metrics) -> dict:
-    """The metrics a log entry keeps: fidelity, accuracy, KL, NEC, and per class the agreement with the
-    teacher (recall of its predictions) and accuracy against labels."""
-    agreement, accuracy = _nan_to_none(metrics.recall), _nan_to_none(metrics.student_class_accuracy)
-    return {"fidelity": metrics.fidelity, "accuracy": metrics.student_accuracy, "kl": metrics.kl, "nec": metrics.nec,
-            "teacher_accuracy": metrics.teacher_accuracy, "n_images": metrics.n_images,
-            "per_class": {name: {"fidelity": agreement[c], "accuracy": accuracy[c]}
-                          for c, name in enumerate(metrics.class_names)}}
+    def metrics(self, weight: np.ndarray, bias: np.ndarray) -> Metrics:
+        """Metrics of the student with these weight (C, K) and bias (C,)."""
+        logits = self.student.logits_of_standardised(self.x, weight, bias)
+        return evaluate(logits, self.teacher_logits, self.labels, self.image_ids, self.class_names,
+                        np.count_nonzero(weight, axis=1), self.teacher)

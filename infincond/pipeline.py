@@ -1,4 +1,5 @@
-"""The whole pipeline in one call: load, extract concepts, distil, evaluate. The CLI and the app use it."""
+"""The one orchestration path, stage by stage: load the inputs, extract concept scores (cached), distil,
+evaluate. The CLI, the app's workspace and the demo world's check all go through it."""
 
 from __future__ import annotations
 
@@ -11,11 +12,24 @@ from tqdm.auto import tqdm
 from .concepts.corpus import ConceptCorpus
 from .concepts.encoder import ConceptEncoder
 from .data import DataConfig, ImageSource
-from .distill import DistillConfig, LinearStudent, distill
+from .distill import DistillConfig, distill
 from .features import ExtractConfig, FeatureSet, extract_features
-from .metrics import Metrics, evaluate_student, snapshot
+from .linear import LinearStudent
+from .metrics import Metrics, evaluate_student
 from .student import ConceptStudent
 from .teacher import Teacher
+
+
+@dataclass
+class Inputs:
+    """What a distillation starts from: the sampled dataset, the teacher, the encoder and the corpus,
+    with the extraction settings the encoder was loaded for."""
+
+    source: ImageSource
+    teacher: Teacher
+    encoder: ConceptEncoder
+    corpus: ConceptCorpus
+    extract: ExtractConfig
 
 
 @dataclass
@@ -29,6 +43,31 @@ class DistillationRun:
     linear: LinearStudent
     student: ConceptStudent
     metrics: Metrics
+
+
+def load_inputs(teacher: str, dataset: str | DataConfig, encoder: str,
+                corpus: ConceptCorpus | str | os.PathLike | Sequence[str] | None = None, *,
+                extract: ExtractConfig | None = None, device: str | None = None, progress: bool = True) -> Inputs:
+    """Load the dataset, the teacher and the encoder (repo ids or paths) and resolve the corpus; the
+    corpus is checked first, so that a bad one fails before anything heavy is loaded."""
+    data = dataset if isinstance(dataset, DataConfig) else DataConfig(dataset=os.fspath(dataset))
+    extract = extract or ExtractConfig()
+    concept_corpus = ConceptCorpus.resolve(corpus)
+    with tqdm(total=3, desc="Loading", disable=not progress, leave=False) as steps:
+        source = ImageSource.load(data)
+        steps.update()
+        teacher_model = Teacher.from_pretrained(teacher, dataset_label_names=source.label_names, device=device)
+        steps.update()
+        concept_encoder = ConceptEncoder.from_pretrained(encoder, region_mode=extract.region_mode,
+                                                         grid_size=extract.grid_size, device=device)
+        steps.update()
+    return Inputs(source, teacher_model, concept_encoder, concept_corpus, extract)
+
+
+def extract_concepts(inputs: Inputs, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> FeatureSet:
+    """Concept scores, teacher logits and labels of the sample (reused from the cache when the inputs match)."""
+    return extract_features(inputs.source, inputs.teacher, inputs.encoder, inputs.corpus, inputs.extract, cache_dir,
+                            progress)
 
 
 def run_distillation(
@@ -45,20 +84,9 @@ def run_distillation(
 ) -> DistillationRun:
     """Load teacher, dataset and encoder (repo ids or paths), extract concept scores (cached), distil a
     student and evaluate it on the validation split."""
-    data = dataset if isinstance(dataset, DataConfig) else DataConfig(dataset=os.fspath(dataset))
-    extract = extract or ExtractConfig()
-    with tqdm(total=4, desc="Loading", disable=not progress, leave=False) as steps:
-        source = ImageSource.load(data)
-        steps.update()
-        teacher_model = Teacher.from_pretrained(teacher, dataset_label_names=source.label_names, device=device)
-        steps.update()
-        concept_encoder = ConceptEncoder.from_pretrained(encoder, region_mode=extract.region_mode,
-                                                         grid_size=extract.grid_size, device=device)
-        steps.update()
-        concept_corpus = ConceptCorpus.resolve(corpus)
-        steps.update()
-    features = extract_features(source, teacher_model, concept_encoder, concept_corpus, extract, cache_dir, progress)
+    inputs = load_inputs(teacher, dataset, encoder, corpus, extract=extract, device=device, progress=progress)
+    features = extract_concepts(inputs, cache_dir, progress)
     linear = distill(features, distill_config, progress=progress)
     metrics = evaluate_student(features, linear)
-    student = ConceptStudent.from_linear(linear, features, concept_encoder, metrics=snapshot(metrics))
-    return DistillationRun(source, teacher_model, concept_encoder, features, linear, student, metrics)
+    student = ConceptStudent.from_linear(linear, features, inputs.encoder, metrics=metrics.to_dict())
+    return DistillationRun(inputs.source, inputs.teacher, inputs.encoder, features, linear, student, metrics)

@@ -142,8 +142,8 @@ def test_push_from_the_app_reaches_the_hub_and_loads_back(app_url, preset, core,
     with pytest.raises(RepositoryNotFoundError):  # pushed private: invisible without the token
         HfApi(token=False).model_info("alice/app-student")
     loaded = ConceptStudent.from_pretrained("alice/app-student", token="hf_alice_write_token", cache_dir=tmp_path)
-    np.testing.assert_allclose(loaded.weight.numpy(), student.weight)
-    local = TuningSession(features, student).concept_student()
+    np.testing.assert_allclose(loaded.linear.weight, student.weight)
+    local = ConceptStudent.from_session(TuningSession(features, student))
     images = ImageSource.load(DataConfig(preset.dataset, split="test", samples=16)).images(range(16))
     np.testing.assert_array_equal(loaded.predict(images).class_ids, local.predict(images).class_ids)
     monkeypatch.delenv("HF_TOKEN")

@@ -168,7 +168,7 @@ def library_cases(repos, bad):
         ("a log with a factor of 1", replay(lambda d: d["entries"][1]["params"].update(factor=1)), ConfigError,
          "entries[1].params.factor"),
         ("a log with a label weight of 2", replay(lambda d: d["entries"][0]["params"].update(label_weight=2)),
-         ConfigError, "entries[0].params.label_weight must be a finite number in [0, 1]"),
+         ConfigError, "entries[0].params.label_weight must be a number in [0, 1], not 2"),
         ("a log jumping to a step that never was",
          replay(lambda d: d["entries"].append({**d["entries"][1], "action": "jump", "params": {"step": 99}})),
          ConfigError, "entries[2].params.step must be a step number from 0 to 1"),

@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infincond import ConfigError, ConstraintError, Constraints, DistillConfig, distill, evaluate, fit
+from infincond import ConfigError, ConstraintError, Constraints, ConvergenceWarning, DistillConfig, distill, evaluate, fit
+from infincond.distill import Refitter
 from infincond.testing import planted_problem
 
 SCORES, LOGITS, TRUE_WEIGHT = planted_problem(n=1500, k=40, c=4, nec=3, seed=2)
@@ -98,3 +99,23 @@ def test_distill_uses_the_training_split(features):
                        features.labels_as_classes[features.is_val], features.image_ids[features.is_val],
                        features.class_names, student.nec_per_class)
     assert metrics.n_images == int(features.is_val.sum()) and metrics.nec <= 2
+
+
+def test_the_solver_and_the_path_say_when_they_stop_short():
+    with pytest.warns(ConvergenceWarning, match="did not converge in 3 iterations"):
+        student = fit(SCORES, LOGITS, DistillConfig(nec=3, max_iter=3))
+    assert student.nec_per_class.tolist() == [3, 3, 3, 3]  # still the NEC asked for
+    # Class 0 may use only two concepts: every other weight of its row is held at 0.
+    constraints = Constraints.free(4, 40)
+    constraints.lower[0, 2:] = constraints.upper[0, 2:] = 0.0
+    with pytest.warns(ConvergenceWarning, match="short of the NEC target 3"):
+        short = fit(SCORES, LOGITS, DistillConfig(nec=3), constraints)
+    assert short.nec_per_class[0] <= 2 and short.nec_per_class[1:].tolist() == [3, 3, 3]
+
+
+def test_one_refit_serves_fit_and_tuning():
+    # fit's final refit is the Refitter's: refitting the fitted student on its own support changes nothing.
+    student = fit(SCORES, LOGITS, DistillConfig(nec=3))
+    refitter = Refitter.for_student(SCORES, LOGITS, student)
+    weight, bias, info = refitter.refit(student.weight, student.bias, Constraints.free(4, 40), student.weight != 0)
+    assert info["converged"] and np.abs(weight - student.weight).max() < 1e-3

@@ -19,21 +19,23 @@ def test_metrics_match_an_independent_computation():
     np.testing.assert_allclose(m.kl, rel_entr(softmax(teacher_logits, 1), softmax(student_logits, 1)).sum(1).mean())
     np.testing.assert_array_equal(m.confusion, confusion_matrix(t, s, labels=range(4)))
     np.testing.assert_allclose(m.precision, precision_score(t, s, average=None, labels=range(4)))
-    np.testing.assert_allclose(m.recall, recall_score(t, s, average=None, labels=range(4)))
+    np.testing.assert_allclose(m.agreement, recall_score(t, s, average=None, labels=range(4)))
     known = labels >= 0
     assert m.n_labelled == 270
-    assert m.student_accuracy == np.mean(s[known] == labels[known])
+    assert m.accuracy == np.mean(s[known] == labels[known])
     assert m.teacher_accuracy == np.mean(t[known] == labels[known])
     np.testing.assert_allclose(m.teacher_class_accuracy, recall_score(labels[known], t[known], average=None, labels=range(4)))
     np.testing.assert_array_equal(m.disagreement_ids, ids[t != s])
     assert m.nec == 2.5
-    assert m.summary()["n_disagreements"] == int((t != s).sum())
+    summary = m.to_dict()  # the one dictionary shape: headline numbers and per class, JSON-ready
+    assert summary["n_disagreements"] == int((t != s).sum()) and summary["accuracy"] == m.accuracy
+    assert summary["per_class"]["b"] == {"agreement": m.agreement[1], "accuracy": m.class_accuracy[1]}
 
 
 def test_no_labels_gives_no_accuracy_and_nan_per_class():
     logits = np.array([[2.0, 0.0], [0.0, 1.0]])
     m = evaluate(logits, logits, None, np.array([5, 6]), ["x", "y"], np.array([1, 1]))
     assert m.fidelity == 1.0 and abs(m.kl) < 1e-12
-    assert m.student_accuracy is None and m.teacher_accuracy is None
-    assert np.isnan(m.student_class_accuracy).all()
-    assert m.to_dict()["student_class_accuracy"] == [None, None]
+    assert m.accuracy is None and m.teacher_accuracy is None
+    assert np.isnan(m.class_accuracy).all()
+    assert [v["accuracy"] for v in m.to_dict()["per_class"].values()] == [None, None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -14,7 +15,8 @@ from PIL import Image
 from ..errors import ConfigError, LoadError
 from ..hub import check_ref, loading, model_revision
 
-REGION_MODES = ("auto", "dense", "grid", "whole")
+RegionMode = Literal["auto", "dense", "grid", "whole"]
+REGION_MODES: tuple[str, ...] = get_args(RegionMode)
 
 
 @dataclass

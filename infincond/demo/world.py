@@ -371,7 +371,7 @@ def _distillation(world: World, samples: int, progress: bool) -> dict:
     weight = run.linear.weight[c]
     order = [k for k in np.argsort(-np.abs(weight)) if weight[k] != 0][:5]
     return {"fidelity": run.metrics.fidelity, "nec": run.metrics.nec, "nec_max": int(run.metrics.nec_per_class.max()),
-            "student_accuracy": run.metrics.student_accuracy, "teacher_accuracy": run.metrics.teacher_accuracy,
+            "student_accuracy": run.metrics.accuracy, "teacher_accuracy": run.metrics.teacher_accuracy,
             "n_concepts": len(run.features.concepts), "samples": samples,
             "top_concepts": [run.features.concepts[k] for k in order], "top_weights": [float(weight[k]) for k in order]}
 

@@ -14,8 +14,11 @@ from pathlib import Path
 import gradio as gr
 
 from ..checks import check_choice, check_integer, check_number
+from ..data import DataConfig
+from ..distill import DistillConfig
 from ..errors import ConfigError, InfinconError
 from ..features import default_cache_dir
+from ..tuning import Action
 from . import views
 from .workspace import CORPUS_CHOICES, LoadSettings, Workspace
 
@@ -24,7 +27,7 @@ log = logging.getLogger(__name__)
 CIFAR10 = LoadSettings(teacher="aaraki/vit-base-patch16-224-in21k-finetuned-cifar10", dataset="uoft-cs/cifar10",
                        encoder="openai/clip-vit-base-patch32", config_name="plain_text", split="test", samples=1000)
 SORTS = ("any class", "selected class")
-ACTIONS = {"Up-tune": "up", "Down-tune": "down", "Remove": "remove", "Lock": "lock", "Restore": "restore"}
+ACTIONS = {action.label: action.value for action in Action}
 CSS = """
 .view {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px;}
 .view h3 {margin-top: 0}
@@ -99,7 +102,7 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
                 corpus_file = gr.File(label="…or a concept file (one per line)", file_types=[".txt"], type="filepath")
                 with gr.Row():
                     samples = gr.Number(default.samples, label="Sample size", precision=0, minimum=20)
-                    nec = gr.Slider(1, 40, value=5, step=1, label="NEC (concepts per class)")
+                    nec = gr.Slider(1, 40, value=DistillConfig().nec, step=1, label="NEC (concepts per class)")
                 with gr.Row():
                     load_btn = gr.Button("Load", variant="primary")
                     distill_btn = gr.Button("Distil", variant="primary", interactive=False)
@@ -230,7 +233,8 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
             n, order = view_options(n, order)
             settings = LoadSettings((teacher_ or "").strip(), (dataset_ or "").strip(), (encoder_ or "").strip(),
                                     config_ or None, split_ or None, image_col or "auto", label_col or "auto",
-                                    1000 if samples_ is None else samples_, corpus_, text or "", file_ or None)
+                                    DataConfig.samples if samples_ is None else samples_, corpus_, text or "",
+                                    file_ or None)
             ws.load(settings, cache_dir=cache_dir, progress=True)
             return [ws, *render(ws, n, order)]
 
@@ -339,8 +343,8 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
                 raise ConfigError("Give a folder to save the student into.")
             path = ws.save(folder)
             where = "on the server (use Download as zip to take it with you)" if on_space() else ""
-            return (f"Saved to `{os.path.abspath(path)}` {where}(model.safetensors, config.json, concepts.json, "
-                    "metrics.json, tuning_log.json and the README.md model card).")
+            return (f"Saved to `{os.path.abspath(path)}` {where}(model.safetensors, config.json, metrics.json, "
+                    "tuning_log.json and the README.md model card).")
 
         @_guard
         def on_zip(ws):

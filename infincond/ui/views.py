@@ -10,6 +10,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from ..analysis import image_contributions, images_with_concept
+from ..concepts.presence import box_on_image
 from ..tuning import LogEntry, Preview
 from .workspace import CONCEPT_IMAGES, Workspace
 
@@ -24,13 +25,12 @@ def _delta(value: float | None) -> str:
     return "" if value is None else f"{100 * value:+.1f} pts"
 
 
-def _boxed(image: Image.Image, box: tuple[float, float, float, float], scale: int = 3) -> Image.Image:
-    """The image enlarged ``scale`` times with the region ``box`` (fractions) outlined."""
+def _boxed(image: Image.Image, region: tuple[float, float, float, float], scale: int = 3) -> Image.Image:
+    """The image enlarged ``scale`` times with a region (fractions of the encoder's square view) outlined."""
     image = image.convert("RGB")
     big = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    w, h = big.size
-    x0, y0, x1, y1 = box
-    ImageDraw.Draw(big).rectangle([x0 * w, y0 * h, x1 * w - 1, y1 * h - 1], outline=HIGHLIGHT, width=max(2, scale))
+    x0, y0, x1, y1 = box_on_image(np.asarray(region), big.size)
+    ImageDraw.Draw(big).rectangle([x0, y0, x1 - 1, y1 - 1], outline=HIGHLIGHT, width=max(2, scale))
     return big
 
 
@@ -75,7 +75,7 @@ def performance(ws: Workspace) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.Data
     use_labels = full.n_labelled > 0
     for c, name in enumerate(full.class_names):
         teacher = full.teacher_class_accuracy[c] if use_labels else 1.0
-        student = full.student_class_accuracy[c] if use_labels else full.recall[c]
+        student = full.class_accuracy[c] if use_labels else full.agreement[c]
         # Native plots stack bars of one x; one bar per (class, model) puts them side by side instead.
         bars += [{"bar": f"{name} · teacher", "class": name, "model": "teacher", "score": float(np.nan_to_num(teacher))},
                  {"bar": f"{name} · student", "class": name, "model": "student", "score": float(np.nan_to_num(student))}]
@@ -153,7 +153,7 @@ def image_detail(ws: Workspace) -> tuple[Image.Image | None, str, pd.DataFrame]:
     contributions = image_contributions(f, student, p, s_pred)
     picture = ws.image_of(p)
     if contributions:
-        picture = _boxed(picture, contributions[0].box, scale=4)
+        picture = _boxed(picture, contributions[0].region, scale=4)
     text = (f"Image #{int(f.image_ids[p])}: teacher says **{f.class_names[t_pred]}**, student says "
             f"**{f.class_names[s_pred]}**" + (f", label **{f.class_names[label]}**" if label >= 0 else ""))
     table = pd.DataFrame([{"concept": c.concept, "presence": round(c.presence, 3), "weight": round(c.weight, 3),
@@ -175,7 +175,7 @@ def selection(ws: Workspace) -> str:
 def preview_text(preview: Preview) -> str:
     d, before, after = preview.delta, preview.metrics_before, preview.metrics_after
     changed = ", ".join(f"{c['class_name']}: {c['before']:+.3f} -> {c['after']:+.3f}" for c in preview.changes)
-    worst = sorted(((v["accuracy"] if v["accuracy"] is not None else v["fidelity"] or 0.0, name)
+    worst = sorted(((v["accuracy"] if v["accuracy"] is not None else v["agreement"] or 0.0, name)
                     for name, v in d["per_class"].items()), key=lambda x: x[0])
     per_class = ", ".join(f"{name} {_delta(v)}" for v, name in worst[:2] + worst[-2:])
     return (f"**What if: {html.escape(preview.edit.describe(), quote=False)}** (refitted in {preview.seconds:.2f} s)\n\n"
@@ -188,6 +188,8 @@ def preview_text_entry(entry: LogEntry) -> str:
     """What an applied action did: its summary and metric changes."""
     d, after = entry.delta, entry.metrics_after
     refit = f" (refitted in {entry.refit['seconds']:.2f} s)" if entry.refit else ""
+    if entry.refit and not entry.refit.get("converged", True):
+        refit = refit[:-1] + ", stopped at the solver's iteration limit)"
     return (f"**Step {entry.step}: {html.escape(entry.summary, quote=False)}**{refit} · fidelity {_pct(after['fidelity'])} "
             f"({_delta(d.get('fidelity'))}) · accuracy {_pct(after['accuracy'])} ({_delta(d.get('accuracy'))})")
 

@@ -30,11 +30,12 @@ from ..concepts.encoder import ConceptEncoder
 from ..data import DataConfig, ImageSource
 from ..distill import DistillConfig
 from ..errors import ConfigError
-from ..features import ExtractConfig, FeatureSet, extract_features
+from ..features import FeatureSet
 from ..hub import check_repo_id
+from ..pipeline import extract_concepts, load_inputs
 from ..student import ConceptStudent
 from ..teacher import Teacher
-from ..tuning import ACTIONS, Edit, LogEntry, Preview, TuningSession
+from ..tuning import Action, Edit, LogEntry, Preview, TuningSession
 
 DEFAULT_SWEEP = (1, 2, 3, 5, 10, 20)
 MAX_NEC = 200
@@ -57,7 +58,7 @@ class LoadSettings:
     split: str | None = None
     image_column: str = "auto"
     label_column: str = "auto"
-    samples: int = 1000
+    samples: int = DataConfig.samples
     corpus: str = "builtin+typed"
     concepts_text: str = ""
     corpus_file: str | None = None
@@ -132,15 +133,13 @@ class Workspace:
     def load(self, settings: LoadSettings, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> None:
         """Load the teacher, dataset and encoder and extract concept scores (cached). Tuning sessions with
         edits are kept (they come back when the same data is loaded again); the others are dropped."""
-        corpus = settings.corpus_value()
-        source = ImageSource.load(DataConfig(settings.dataset, config_name=settings.config_name or None,
-                                             split=settings.split or None, image_column=settings.image_column,
-                                             label_column=settings.label_column, samples=settings.samples))
-        teacher = Teacher.from_pretrained(settings.teacher, dataset_label_names=source.label_names)
-        encoder = ConceptEncoder.from_pretrained(settings.encoder)
-        features = extract_features(source, teacher, encoder, corpus, ExtractConfig(), cache_dir=cache_dir,
-                                    progress=progress)
-        self.settings, self.source, self.teacher, self.encoder, self.features = settings, source, teacher, encoder, features
+        data = DataConfig(settings.dataset, config_name=settings.config_name or None, split=settings.split or None,
+                          image_column=settings.image_column, label_column=settings.label_column,
+                          samples=settings.samples)
+        inputs = load_inputs(settings.teacher, data, settings.encoder, settings.corpus_value(), progress=progress)
+        features = extract_concepts(inputs, cache_dir, progress)
+        self.settings, self.source, self.teacher, self.encoder = settings, inputs.source, inputs.teacher, inputs.encoder
+        self.features = features
         self.sessions = {key: s for key, s in self.sessions.items() if len(s.log) > 1 or key[0] == features.fingerprint}
         self.sweep, self.nec = [], None
         self.concept, self.class_id, self.image, self.subset = None, None, None, None
@@ -238,11 +237,11 @@ class Workspace:
     def edit(self, action: str, factor: float | None = None) -> Edit:
         self.require("session")
         self.require("selection")
-        check_choice("action", action, ACTIONS)
-        if action in ("up", "down"):
+        action = Action.parse(action)
+        if action.scales:
             factor = check_number("factor", factor, 1.0, low_open=True)
-        return Edit(action, self.session.concepts[self.concept], self.session.class_names[self.class_id],
-                    factor if action in ("up", "down") else None)
+        return Edit(action.value, self.session.concepts[self.concept], self.session.class_names[self.class_id],
+                    factor if action.scales else None)
 
     def preview(self, action: str, factor: float | None = None) -> Preview:
         edit = self.edit(action, factor)
@@ -274,7 +273,7 @@ class Workspace:
     # -- sharing --------------------------------------------------------------------------------------
     def concept_student(self) -> ConceptStudent:
         self.require("session")
-        return self.session.concept_student(self.encoder)
+        return ConceptStudent.from_session(self.session, self.encoder)
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Save the student into ``folder`` (new, empty, or holding a previous student, replaced whole):

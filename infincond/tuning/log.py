@@ -1,0 +1,235 @@
+"""The provenance log: one :class:`LogEntry` per action, exported as versioned JSON (the starting student,
+every entry, the final weights) and read back, validated field by field, for a replay."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..checks import check_number
+from ..distill import DistillConfig
+from ..errors import ConfigError
+from .edits import Action
+
+LOG_FORMAT = "infincond-tuning-log"
+#: Version 2 writes unbounded constraint ends as ``null`` (version 1 could not hold them); both are read.
+LOG_VERSION = 2
+READABLE_LOG_VERSIONS = (1, 2)
+#: Tuning logs larger than this are refused before they are parsed.
+MAX_LOG_BYTES = 256 * 2**20
+#: What a log entry can record.
+LOG_ACTIONS = ("start", "edit", "label_weight", "undo", "redo", "jump")
+ACTIONS = tuple(a.value for a in Action)
+
+
+def metric_delta(before: dict | None, after: dict) -> dict:
+    """after - before for the headline and per-class metrics (None where either is missing)."""
+    if before is None:
+        return {}
+
+    def sub(a, b):
+        return None if a is None or b is None else a - b
+
+    out = {key: sub(after[key], before[key]) for key in ("fidelity", "accuracy", "kl", "nec")}
+    out["per_class"] = {name: {key: sub(after["per_class"][name][key], before["per_class"][name][key])
+                               for key in after["per_class"][name]} for name in after["per_class"]}
+    return out
+
+
+@dataclass
+class LogEntry:
+    """One action of the provenance log: what was done, when, and the metrics before and after.
+
+    ``action``: one of :data:`LOG_ACTIONS`; ``params`` re-creates it; ``state`` / ``state_before`` index
+    the session's states; ``changes`` lists the edited weights (``lower`` / ``upper`` are None where
+    unbounded, so an entry is always JSON); ``refit`` holds the solver's iterations and seconds.
+    """
+
+    step: int
+    action: str
+    params: dict
+    summary: str
+    time: str
+    state_before: int | None
+    state: int
+    metrics_before: dict | None
+    metrics_after: dict
+    changes: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    refit: dict = field(default_factory=dict)
+
+    @property
+    def delta(self) -> dict:
+        """Metric changes: fidelity, accuracy, kl, nec and per class."""
+        return metric_delta(self.metrics_before, self.metrics_after)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def now() -> str:
+    """The time an entry records: UTC, ISO 8601, milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def bound(value: float) -> float | None:
+    """A constraint end for the log: ``None`` where unbounded (JSON has no infinity)."""
+    return float(value) if np.isfinite(value) else None
+
+
+def features_key(features) -> str:
+    """A hash of the rows, concepts and classes a session depends on (a replay must see the same)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([features.concepts, features.class_names]).encode())
+    for array in (features.concept_scores, features.teacher_logits, features.labels, features.is_val):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def log_text(data: dict) -> str:
+    """The log as JSON text (strict: no NaN or infinity can be written)."""
+    return json.dumps(data, indent=1, allow_nan=False, default=_json_default)
+
+
+def _reject_constant(name: str) -> float:
+    raise ConfigError(f"The tuning log holds {name}, which is not a number a student can have: it was edited by "
+                      "hand or written by another program. Export the log again from InFiConD.")
+
+
+def read_log(log: dict | str | os.PathLike) -> dict:
+    """The log as a dict, parsed (NaN / Infinity refused) and validated by :func:`validate_log`."""
+    if isinstance(log, dict):
+        data = log
+    else:
+        where = os.fspath(log)
+        try:
+            size = Path(where).stat().st_size
+            if size > MAX_LOG_BYTES:
+                raise ConfigError(f"The tuning log {where!r} is {size / 2**20:.0f} MiB; a log is at most "
+                                  f"{MAX_LOG_BYTES // 2**20} MiB. Is it the right file?")
+            data = json.loads(Path(where).read_text(encoding="utf-8"), parse_constant=_reject_constant)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"Cannot read the tuning log {where!r}: {err}") from err
+        except RecursionError as err:
+            raise ConfigError(f"Cannot read the tuning log {where!r}: it is nested too deeply to be a tuning log.") from err
+    validate_log(data)
+    return data
+
+
+def _where(path: str, value: object, expected: str) -> ConfigError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return ConfigError(f"The tuning log is invalid: {path} must be {expected}, not {shown}. "
+                       "Export the log again from InFiConD, or fix that field.")
+
+
+def _get(data: dict, key: str, path: str) -> object:
+    if not isinstance(data, dict) or key not in data:
+        raise ConfigError(f"The tuning log is invalid: {path}{'.' if path else ''}{key} is missing. "
+                          "Export the log again from InFiConD.")
+    return data[key]
+
+
+def _finite_array(value: object, path: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a float64 array of ``shape`` whose entries are all finite numbers."""
+    expected = f"an array of shape {shape} of finite numbers"
+    if not isinstance(value, list):
+        raise _where(path, value, expected)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, RecursionError):
+        raise _where(path, value, expected) from None
+    if array.shape != shape:
+        raise ConfigError(f"The tuning log is invalid: {path} has shape {array.shape}, the student needs {shape}.")
+    if not np.isfinite(array).all():
+        raise ConfigError(f"The tuning log is invalid: {path} holds a value that is not a finite number.")
+    return array
+
+
+def _number(value: object, path: str, low: float, high: float, *, above: bool = False) -> float:
+    """A finite real number in [low, high] (or (low, high] when ``above``)."""
+    try:
+        return check_number(path, value, low, high, low_open=above)
+    except ConfigError as error:
+        raise ConfigError(f"The tuning log is invalid: {error} Export the log again from InFiConD, or fix that "
+                          "field.") from None
+
+
+def _check_params(action: str, params: object, path: str, steps: int) -> None:
+    """The parameters that re-create one action (what :meth:`TuningSession.replay` reads)."""
+    if not isinstance(params, dict):
+        raise _where(path, params, "an object")
+    if action == "edit":
+        unknown = set(params) - {"action", "concept", "class_name", "factor", "bounded"}
+        if unknown:
+            raise _where(path, sorted(unknown), "free of unknown keys")
+        if _get(params, "action", path) not in ACTIONS:
+            raise _where(f"{path}.action", params["action"], f"one of {ACTIONS}")
+        if not isinstance(_get(params, "concept", path), str):
+            raise _where(f"{path}.concept", params["concept"], "a concept's text")
+        if not isinstance(params.get("class_name"), (str, type(None))):
+            raise _where(f"{path}.class_name", params["class_name"], "a class name or null")
+        if params.get("factor") is not None:
+            _number(params["factor"], f"{path}.factor", 1.0, 1e6, above=True)
+        if not isinstance(params.get("bounded", False), bool):
+            raise _where(f"{path}.bounded", params["bounded"], "true or false")
+    elif action in ("label_weight", "start"):
+        _number(_get(params, "label_weight", path), f"{path}.label_weight", 0.0, 1.0)
+    elif action == "jump":
+        step = _get(params, "step", path)
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < steps:
+            raise _where(f"{path}.step", step, f"a step number from 0 to {steps - 1}")
+
+
+def validate_log(data: object) -> None:
+    """Check an exported log's schema and every number a replay reads; raise a :class:`ConfigError` that
+    names the first field that is wrong."""
+    if not isinstance(data, dict) or data.get("format") != LOG_FORMAT:
+        raise ConfigError("This file is not an InFiConD tuning log (its 'format' field is missing or different).")
+    if data.get("version") not in READABLE_LOG_VERSIONS:
+        raise ConfigError(f"Tuning log version {data.get('version')!r} is not supported (this version reads "
+                          f"{', '.join(map(str, READABLE_LOG_VERSIONS))}). Update InFiConD to read it.")
+    if not isinstance(_get(_get(data, "features", ""), "key", "features"), str):
+        raise _where("features.key", data["features"]["key"], "a string")
+    initial = _get(data, "initial", "")
+    weight = _get(initial, "weight", "initial")
+    rows = len(weight) if isinstance(weight, list) else 0
+    cols = len(weight[0]) if rows and isinstance(weight[0], list) else 0
+    if not rows or not cols:
+        raise _where("initial.weight", weight, "a non-empty array of shape (classes, concepts)")
+    _finite_array(weight, "initial.weight", (rows, cols))
+    _finite_array(_get(initial, "bias", "initial"), "initial.bias", (rows,))
+    _finite_array(_get(initial, "score_mean", "initial"), "initial.score_mean", (cols,))
+    std = _finite_array(_get(initial, "score_std", "initial"), "initial.score_std", (cols,))
+    if (std <= 0).any():
+        raise ConfigError("The tuning log is invalid: initial.score_std must be positive.")
+    config = _get(initial, "config", "initial")
+    if not isinstance(config, dict) or set(config) - {f.name for f in fields(DistillConfig)}:
+        raise _where("initial.config", config, "the settings of a DistillConfig")
+    try:
+        DistillConfig(**config)
+    except (TypeError, ConfigError) as err:
+        raise ConfigError(f"The tuning log is invalid: initial.config: {err}") from err
+    entries = _get(data, "entries", "")
+    if not isinstance(entries, list) or not entries:
+        raise _where("entries", entries, "a non-empty list of actions")
+    for i, entry in enumerate(entries):
+        action = _get(entry, "action", f"entries[{i}]")
+        if action not in LOG_ACTIONS or (action == "start") != (i == 0):
+            raise _where(f"entries[{i}].action", action, "'start' first, then one of " + ", ".join(LOG_ACTIONS[1:]))
+        _check_params(action, _get(entry, "params", f"entries[{i}]"), f"entries[{i}].params", i)
+    final = _get(data, "final", "")
+    _finite_array(_get(final, "weight", "final"), "final.weight", (rows, cols))

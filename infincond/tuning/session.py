@@ -1,0 +1,351 @@
+"""TuningSession: edits become constraints, the student refits under them, and every action lands in the
+provenance log, which can be undone, exported, imported and replayed (see :mod:`.edits` for what each
+edit means). After each edit every free weight of the student's support refits to the distillation
+objective, in which the labels can be blended with the teacher (``label_weight``, alpha)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..distill import Constraints, DistillConfig, Refitter
+from ..errors import ConfigError, ConstraintError
+from ..linear import LinearStudent
+from ..metrics import Evaluator, Metrics
+from ..storage import atomic_write_text
+from .edits import DEFAULT_FACTOR, Action, Constrained, Edit, Kind, constrain
+from .history import History, State
+from .log import (
+    LOG_FORMAT,
+    LOG_VERSION,
+    LogEntry,
+    bound,
+    features_key,
+    log_text,
+    metric_delta,
+    now,
+    read_log,
+)
+from .names import Names
+
+
+@dataclass
+class Preview:
+    """The what-if of an edit: metrics before and after, and the weights it changes, nothing applied.
+    Without a refit, the edited weights sit at the value asked for and nothing else moves."""
+
+    edit: Edit
+    refitted: bool
+    metrics_before: dict
+    metrics_after: dict
+    changes: list[dict]
+    seconds: float
+
+    @property
+    def delta(self) -> dict:
+        return metric_delta(self.metrics_before, self.metrics_after)
+
+
+class TuningSession:
+    """Edits, refits and provenance over one distilled student and the FeatureSet it was fitted on.
+
+    Refits use the FeatureSet's training rows; metrics use its validation rows, or every row of
+    ``eval_features`` (the same concepts and classes, e.g. a held-out test split) when given.
+    """
+
+    def __init__(self, features, student: LinearStudent, *, eval_features=None,
+                 label_weight: float | None = None) -> None:
+        c, k = features.num_classes, features.num_concepts
+        if student.weight.shape != (c, k):
+            raise ConfigError(f"The student has weights {student.weight.shape}; the features need ({c}, {k}).")
+        if eval_features is not None and (eval_features.concepts != features.concepts
+                                          or eval_features.class_names != features.class_names):
+            raise ConfigError("eval_features must have the same concepts and classes as the features.")
+        train = ~features.is_val
+        if not train.any():
+            raise ConfigError("The features have no training rows (every row is marked validation): nothing to refit on.")
+        self.features, self.eval_features = features, eval_features
+        self.names = Names(features.concepts, features.class_names)
+        self.concepts, self.class_names = self.names.concepts, self.names.class_names
+        self.initial = student.copy(info={})
+        self.support = self.initial.weight != 0
+        self.has_labels = bool((features.labels_as_classes[train] >= 0).any())
+        self.refitter = Refitter.for_student(features.concept_scores[train], features.teacher_logits[train],
+                                             self.initial, features.labels_as_classes[train])
+        rows = np.ones(len(eval_features.is_val), dtype=bool) if eval_features is not None else (
+            features.is_val if features.is_val.any() else np.ones_like(features.is_val))
+        self.evaluator = Evaluator(eval_features if eval_features is not None else features, rows, self.initial)
+        alpha = student.config.label_weight if label_weight is None else label_weight
+        self._check_label_weight(alpha)
+        first = State(self.initial.weight, self.initial.bias, Constraints.free(c, k), np.zeros((c, k), dtype=np.int8),
+                      alpha, self._metrics(self.initial.weight, self.initial.bias))
+        self.history = History(first)
+        self.replay_gap: float | None = None  # set by replay()
+        self.log: list[LogEntry] = [LogEntry(0, "start", {"label_weight": float(alpha)}, "distilled student", now(),
+                                             None, 0, None, first.metrics)]
+
+    # -- reading -------------------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        return self.history.current
+
+    @property
+    def states(self) -> list[State]:
+        return self.history.states
+
+    @property
+    def cursor(self) -> int:
+        return self.history.cursor
+
+    @property
+    def weight(self) -> np.ndarray:
+        """Current weights (C, K), read-only."""
+        return self.state.weight
+
+    @property
+    def label_weight(self) -> float:
+        return self.state.label_weight
+
+    @property
+    def constraints(self) -> Constraints:
+        return self.state.constraints
+
+    @property
+    def student(self) -> LinearStudent:
+        """The current student as a :class:`LinearStudent` (a copy; ``weight_std`` is the bootstrap spread
+        of the distilled weights, when it was fitted with an ensemble)."""
+        return self.initial.copy(weight=self.state.weight.copy(), bias=self.state.bias.copy(),
+                                 config=replace(self.initial.config, label_weight=self.label_weight),
+                                 info={"tuning_steps": len(self.log) - 1})
+
+    @property
+    def metrics(self) -> dict:
+        """The current state's metrics (:meth:`Metrics.to_dict`)."""
+        return self.state.metrics
+
+    def evaluate(self) -> Metrics:
+        """Full metrics of the current student on the evaluation rows."""
+        return self.evaluator.metrics(self.state.weight, self.state.bias)
+
+    def _metrics(self, weight: np.ndarray, bias: np.ndarray) -> dict:
+        return self.evaluator.metrics(weight, bias).to_dict()
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self.history.past)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self.history.future)
+
+    def checkpoint(self) -> tuple:
+        """A mark of the whole history (states, cursor, undo / redo stacks, log) to :meth:`rollback` to."""
+        return self.history.checkpoint(), len(self.log), self.replay_gap
+
+    def rollback(self, mark: tuple) -> None:
+        """Return to a :meth:`checkpoint`: everything done since is forgotten (what a failed app event needs)."""
+        history, n_log, self.replay_gap = mark
+        self.history.rollback(history)
+        del self.log[n_log:]
+
+    def concept_id(self, concept: str) -> int:
+        return self.names.concept_id(concept)
+
+    def class_id(self, class_name: str) -> int:
+        return self.names.class_id(class_name)
+
+    def constraint(self, concept: str, class_name: str) -> dict:
+        """The constraint on one weight: kind ("free", "up", "down", "removed", "locked"), bounds, weight."""
+        return self._describe(self.class_id(class_name), self.concept_id(concept))
+
+    def edits(self) -> list[dict]:
+        """Every constrained weight of the current state, as dicts (concept, class, kind, bounds, weight)."""
+        return [{"concept": self.concepts[k], "class_name": self.class_names[c], **self._describe(c, k)}
+                for c, k in np.argwhere(self.state.kind != Kind.FREE)]
+
+    def _describe(self, c: int, k: int) -> dict:
+        s = self.state
+        return {"kind": Kind(s.kind[c, k]).name.lower(), "lower": float(s.lower[c, k]), "upper": float(s.upper[c, k]),
+                "weight": float(s.weight[c, k])}
+
+    # -- edits ---------------------------------------------------------------------------------------
+    def _constrain(self, edit: Edit) -> Constrained:
+        k = self.concept_id(edit.concept)
+        class_id = None if edit.class_name is None else self.class_id(edit.class_name)
+        s = self.state
+        return constrain(edit, k, class_id, s.weight, s.constraints, s.kind, self.support,
+                         (self.concepts[k], self.class_names))
+
+    def _refit(self, start: np.ndarray, constraints: Constraints, label_weight: float):
+        """Refit every weight of the distilled support, and every constrained one, from ``start``. Whether
+        the solver converged is recorded in the entry's ``refit`` info (and shown), not warned about."""
+        return self.refitter.refit(start, self.state.bias, constraints, self.support | constraints.bounded,
+                                   label_weight, warn=False)
+
+    def _changes(self, after: np.ndarray, constrained: Constrained) -> list[dict]:
+        """The edited weights, JSON-safe: an unbounded end of a constraint is ``None``."""
+        before, (lower, upper) = self.state.weight, (constrained.constraints.lower, constrained.constraints.upper)
+        return [{"concept": self.concepts[k], "class_name": self.class_names[c], "before": float(before[c, k]),
+                 "after": float(after[c, k]), "lower": bound(lower[c, k]), "upper": bound(upper[c, k])}
+                for c, k in constrained.edited]
+
+    def preview(self, edit: Edit, refit: bool = False) -> Preview:
+        """What ``edit`` would do, without applying it. ``refit=False`` (fast, what a slider needs) moves
+        only the edited weights to the value asked for (the far end of a bounded interval);
+        ``refit=True`` runs the constrained refit too."""
+        start_time = time.perf_counter()
+        constrained = self._constrain(edit)
+        weight, bias = constrained.start, self.state.bias
+        if refit:
+            weight, bias, _ = self._refit(constrained.start, constrained.constraints, self.label_weight)
+        return Preview(edit, refit, self.metrics, self._metrics(weight, bias), self._changes(weight, constrained),
+                       time.perf_counter() - start_time)
+
+    def _record(self, action: str, params: dict, summary: str, before: int, changes: list | None = None,
+                seconds: float = 0.0, refit: dict | None = None) -> LogEntry:
+        entry = LogEntry(len(self.log), action, params, summary, now(), before, self.cursor,
+                         self.states[before].metrics, self.state.metrics, changes or [], seconds, refit or {})
+        self.log.append(entry)
+        return entry
+
+    def _advance(self, weight, bias, constraints: Constraints, kind: np.ndarray, label_weight: float) -> int:
+        """Store the new state and make it current; returns the state left."""
+        before = self.cursor
+        state = State(weight, bias, constraints, kind, label_weight, self._metrics(weight, bias))
+        self.history.move(self.history.add(state))
+        return before
+
+    def apply(self, edit: Edit) -> LogEntry:
+        """Apply an edit: constrain, refit every free weight, record it. Returns the log entry."""
+        start_time = time.perf_counter()
+        constrained = self._constrain(edit)
+        weight, bias, info = self._refit(constrained.start, constrained.constraints, self.label_weight)
+        changes = self._changes(weight, constrained)
+        before = self._advance(weight, bias, constrained.constraints, constrained.kind, self.label_weight)
+        return self._record("edit", edit.to_dict(), edit.describe(), before, changes, time.perf_counter() - start_time,
+                            info)
+
+    def up(self, concept: str, class_name: str | None = None, factor: float = DEFAULT_FACTOR,
+           bounded: bool = False) -> LogEntry:
+        """Up-tune ``concept`` for ``class_name`` (None: every class using it) by ``factor``."""
+        return self.apply(Edit(Action.UP, concept, class_name, factor, bounded))
+
+    def down(self, concept: str, class_name: str | None = None, factor: float = DEFAULT_FACTOR,
+             bounded: bool = False) -> LogEntry:
+        """Down-tune ``concept`` for ``class_name`` (None: every class using it) by ``factor``."""
+        return self.apply(Edit(Action.DOWN, concept, class_name, factor, bounded))
+
+    def remove(self, concept: str, class_name: str | None = None) -> LogEntry:
+        """Hold the weight at 0 (for every class when ``class_name`` is None)."""
+        return self.apply(Edit(Action.REMOVE, concept, class_name))
+
+    def lock(self, concept: str, class_name: str | None = None) -> LogEntry:
+        """Hold the weight at its current value."""
+        return self.apply(Edit(Action.LOCK, concept, class_name))
+
+    def restore(self, concept: str, class_name: str | None = None) -> LogEntry:
+        """Drop the constraint on the weight."""
+        return self.apply(Edit(Action.RESTORE, concept, class_name))
+
+    def set_label_weight(self, label_weight: float) -> LogEntry:
+        """Blend the labels into the refit objective by ``label_weight`` (alpha in [0, 1]) and refit."""
+        self._check_label_weight(label_weight)
+        alpha, start_time, state = float(label_weight), time.perf_counter(), self.state
+        weight, bias, info = self._refit(state.weight, state.constraints, alpha)
+        before = self._advance(weight, bias, state.constraints, state.kind, alpha)
+        return self._record("label_weight", {"label_weight": alpha},
+                            f"blend labels: alpha {state.label_weight:g} -> {alpha:g}", before,
+                            seconds=time.perf_counter() - start_time, refit=info)
+
+    def _check_label_weight(self, alpha: float) -> None:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
+                or not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"label_weight (alpha) must lie in [0, 1], not {alpha}.")
+        if alpha > 0 and not self.has_labels:
+            raise ConfigError("The training images have no labels among the teacher's classes, so there is "
+                              "nothing to blend in: label_weight must stay 0.")
+
+    def undo(self) -> LogEntry:
+        """Go back to the state before the last action (edit, blend or jump); exact."""
+        before = self.cursor
+        self.history.undo()
+        return self._record("undo", {}, f"undo (back to state {self.cursor})", before)
+
+    def redo(self) -> LogEntry:
+        """Go forward again after an undo."""
+        before = self.cursor
+        self.history.redo()
+        return self._record("redo", {}, f"redo (to state {self.cursor})", before)
+
+    def jump(self, step: int) -> LogEntry:
+        """Return to the state right after log entry ``step`` (any earlier entry, on any branch)."""
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < len(self.log):
+            raise ConfigError(f"There is no step {step}; the log has steps 0 to {len(self.log) - 1}.")
+        before = self.cursor
+        self.history.move(self.log[int(step)].state)
+        return self._record("jump", {"step": int(step)}, f"jump to step {int(step)}", before)
+
+    # -- provenance: export, import, replay ----------------------------------------------------------
+    def export_log(self, path: str | os.PathLike | None = None) -> dict:
+        """The whole log as a JSON-ready dict, with the starting student; written to ``path`` (atomically)
+        when given."""
+        initial = self.initial
+        data = {
+            "format": LOG_FORMAT,
+            "version": LOG_VERSION,
+            "features": {"key": features_key(self.features), "fingerprint": self.features.fingerprint,
+                         "n_images": len(self.features.is_val), "concepts": len(self.concepts),
+                         "class_names": self.class_names},
+            "initial": {"weight": initial.weight.tolist(), "bias": initial.bias.tolist(),
+                        "score_mean": initial.score_mean.astype(float).tolist(),
+                        "score_std": initial.score_std.astype(float).tolist(), "config": initial.config.to_dict()},
+            "entries": [entry.to_dict() for entry in self.log],
+            "final": {"state": self.cursor, "weight": self.state.weight.tolist(), "bias": self.state.bias.tolist()},
+        }
+        text = log_text(data)
+        if path is not None:
+            atomic_write_text(path, text)
+        return data
+
+    @classmethod
+    def replay(cls, features, log: dict | str | os.PathLike, *, eval_features=None, atol: float = 1e-6,
+               strict: bool = True) -> TuningSession:
+        """Rebuild a session by replaying an exported log on the same FeatureSet: every action runs again,
+        refits included. The final weights are compared with the recorded ones: the largest gap is kept in
+        ``session.replay_gap``, and a gap over ``atol`` raises unless ``strict=False`` (refits on another
+        machine may differ in the last float32 digits)."""
+        data = read_log(log)
+        key = features_key(features)
+        if data["features"]["key"] != key:
+            raise ConfigError(f"This log was recorded on other features (key {data['features']['key']}, here {key}): "
+                              "replay it on the FeatureSet it came from.")
+        init = data["initial"]
+        student = LinearStudent(np.asarray(init["weight"], dtype=np.float64), np.asarray(init["bias"], dtype=np.float64),
+                                np.asarray(init["score_mean"], dtype=np.float32),
+                                np.asarray(init["score_std"], dtype=np.float32), DistillConfig.from_dict(init["config"]))
+        entries = data["entries"]
+        session = cls(features, student, eval_features=eval_features, label_weight=entries[0]["params"]["label_weight"])
+        for step, entry in enumerate(entries[1:], start=1):
+            action, params = entry["action"], entry["params"]
+            try:
+                if action == "edit":
+                    session.apply(Edit(**params))
+                elif action == "label_weight":
+                    session.set_label_weight(params["label_weight"])
+                elif action in ("undo", "redo"):
+                    getattr(session, action)()
+                else:
+                    session.jump(params["step"])
+            except (ConfigError, ConstraintError) as err:
+                raise ConfigError(f"Step {step} of the tuning log ({action}) cannot be replayed: {err}") from err
+        final = np.asarray(data["final"]["weight"])
+        gap = float(np.max(np.abs(session.weight - final))) if final.shape == session.weight.shape else float("inf")
+        session.replay_gap = gap
+        if strict and not gap <= atol:
+            raise ConfigError(f"Replaying the log did not reproduce its final student: the largest weight gap is "
+                              f"{gap:.3g} (allowed {atol:g}). Pass strict=False to keep the replayed session.")
+        return session
