@@ -30,3 +30,14 @@ def test_generic_label_names_fall_back_to_the_dataset(tmp_path):
 def test_missing_teacher_is_a_clear_error(tmp_path):
     with pytest.raises(LoadError, match="Could not load the teacher .*Check the local path"):
         Teacher.from_pretrained(str(tmp_path))
+
+
+def test_loading_wraps_what_a_bad_repo_causes_and_lets_bugs_surface(repos, monkeypatch):
+    from transformers import AutoModelForImageClassification
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in a loader")
+
+    monkeypatch.setattr(AutoModelForImageClassification, "from_pretrained", broken)
+    with pytest.raises(RuntimeError, match="a bug in a loader"):  # not disguised as "check the repo id"
+        Teacher.from_pretrained(repos["teacher"])
