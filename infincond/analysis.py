@@ -5,12 +5,11 @@ sweep. Pure functions over arrays; the UI only turns their results into tables, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .distill import DistillConfig, distill
+from .distill import DistillConfig, distill_sweep
 from .features import FeatureSet
 from .linear import Contribution, LinearStudent
 from .metrics import Metrics, evaluate_student
@@ -79,15 +78,7 @@ class SweepPoint:
 
 def nec_sweep(features: FeatureSet, necs: Sequence[int] = (1, 2, 3, 5, 10, 20), config: DistillConfig | None = None,
               progress: bool = False) -> list[SweepPoint]:
-    """Students at several NEC targets on the same features (the fidelity-vs-NEC curve to pick from)."""
-    config = config or DistillConfig()
-    targets = sorted({int(n) for n in necs})
-    points = []
-    # The bar is driven by hand: Gradio's tqdm tracking changes what iterating a wrapped iterable yields.
-    bar = tqdm(total=len(targets), desc="Fitting students", disable=not progress)
-    for nec in targets:
-        student = distill(features, replace(config, nec=nec))
-        points.append(SweepPoint(nec, student, evaluate_student(features, student)))
-        bar.update()
-    bar.close()
-    return points
+    """Students at several NEC targets on the same features (the fidelity-vs-NEC curve to pick from), all
+    from one L1 path."""
+    students = distill_sweep(features, necs, config or DistillConfig(), progress=progress)
+    return [SweepPoint(student.config.nec, student, evaluate_student(features, student)) for student in students]

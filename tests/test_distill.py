@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infincond import ConfigError, ConstraintError, Constraints, ConvergenceWarning, DistillConfig, distill, evaluate, fit
-from infincond.distill import Refitter
+from infincond.distill import Refitter, fit_sweep
 from infincond.testing import planted_problem
 
 SCORES, LOGITS, TRUE_WEIGHT = planted_problem(n=1500, k=40, c=4, nec=3, seed=2)
@@ -119,3 +119,13 @@ def test_one_refit_serves_fit_and_tuning():
     refitter = Refitter.for_student(SCORES, LOGITS, student)
     weight, bias, info = refitter.refit(student.weight, student.bias, Constraints.free(4, 40), student.weight != 0)
     assert info["converged"] and np.abs(weight - student.weight).max() < 1e-3
+
+
+def test_one_path_serves_a_whole_sparsity_sweep():
+    students = fit_sweep(SCORES, LOGITS, [3, 1, 2, 2])
+    assert [s.config.nec for s in students] == [1, 2, 3]
+    for student in students:  # each equals the target's own fit
+        alone = fit(SCORES, LOGITS, DistillConfig(nec=student.config.nec))
+        np.testing.assert_allclose(student.weight, alone.weight, atol=1e-6)
+        np.testing.assert_allclose(student.bias, alone.bias, atol=1e-6)
+    assert [s.nec for s in students] == [1, 2, 3]

@@ -7,9 +7,9 @@ recipes: "kd" and the seed paper's "bce_ensemble").
 
 from .config import METHODS, DistillConfig
 from .constraints import Constraints
-from .fit import distill, fit
+from .fit import distill, distill_sweep, fit, fit_sweep
 from .refit import Refitter
 from .solvers import ConvergenceWarning, soft_targets
 
-__all__ = ["METHODS", "Constraints", "ConvergenceWarning", "DistillConfig", "Refitter", "distill", "fit",
-           "soft_targets"]
+__all__ = ["METHODS", "Constraints", "ConvergenceWarning", "DistillConfig", "Refitter", "distill", "distill_sweep",
+           "fit", "fit_sweep", "soft_targets"]

@@ -4,6 +4,7 @@ solved on small working sets (strong rules, checked by KKT on every concept)."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,18 +18,22 @@ from .solvers import ConvergenceWarning, prox
 
 @dataclass
 class PathResult:
-    """Where the path stopped: weight (C, K), bias (C,), and one record per L1 strength tried."""
+    """Where the path reached each NEC target: ``points[target]`` = (weight (C, K), bias (C,)) at the first
+    L1 strength where every class uses at least ``target`` concepts (or where the path ended), and one
+    record per L1 strength tried."""
 
-    weight: torch.Tensor
-    bias: torch.Tensor
+    points: dict[int, tuple[torch.Tensor, torch.Tensor]]
     records: list[dict]
 
 
 def l1_path(refitter: Refitter, lower: torch.Tensor, upper: torch.Tensor, config: DistillConfig,
-            target_nec: int, progress: bool = False) -> PathResult:
+            targets: Sequence[int], progress: bool = False) -> PathResult:
     """Follow L1 strengths from lambda_max down by ``config.path_min_ratio`` until every class has at
-    least ``target_nec`` non-zero weights (a ConvergenceWarning says so when the path ends short of it).
+    least ``max(targets)`` non-zero weights, keeping the point where each target is first reached (one
+    path serves a whole sparsity sweep; a ConvergenceWarning says when it ends short of a target).
     ``lower`` / ``upper`` (C, K) are the box constraints, float32."""
+    targets = sorted(set(int(t) for t in targets))
+    target_nec = targets[-1]
     c, k = lower.shape
     problem = refitter.problem(np.arange(k), config.label_weight)
     fixed = lower == upper
@@ -40,6 +45,7 @@ def l1_path(refitter: Refitter, lower: torch.Tensor, upper: torch.Tensor, config
     lam_max = float(grad_w.abs()[free].max()) if bool(free.any()) else 0.0
     lambdas = lam_max * np.geomspace(1.0, config.path_min_ratio, config.path_steps)[1:]
     records: list[dict] = []
+    points: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     previous = lam_max
     bar = tqdm(lambdas, desc=f"L1 path to NEC={target_nec}", disable=not progress)
     for lam in bar:  # the path stops early: the bar is closed below, or Gradio keeps showing it
@@ -64,13 +70,16 @@ def l1_path(refitter: Refitter, lower: torch.Tensor, upper: torch.Tensor, config
         nnz = (weight != 0).sum(1)
         records.append({"l1": lam, "nec_min": int(nnz.min()), "nec_mean": float(nnz.float().mean()),
                         "iters": iters, "working_set": int(working.sum())})
-        if int(nnz.min()) >= target_nec:
+        points.update({t: (weight, bias) for t in targets if t not in points and int(nnz.min()) >= t})
+        if len(points) == len(targets):
             break
     bar.close()
     short = int((weight != 0).sum(1).min())
-    if short < target_nec:
-        warnings.warn(f"The L1 path ended (L1 strength {records[-1]['l1'] if records else lam_max:.3g}) with "
-                      f"{short} concept(s) for some class, short of the NEC target {target_nec}: that class "
-                      "cannot use more under these constraints and data. Lower path_min_ratio to go further.",
-                      ConvergenceWarning, stacklevel=2)
-    return PathResult(weight, bias, records)
+    for target in targets:
+        if target not in points:
+            warnings.warn(f"The L1 path ended (L1 strength {records[-1]['l1'] if records else lam_max:.3g}) with "
+                          f"{short} concept(s) for some class, short of the NEC target {target}: that class "
+                          "cannot use more under these constraints and data. Lower path_min_ratio to go further.",
+                          ConvergenceWarning, stacklevel=2)
+            points[target] = (weight, bias)
+    return PathResult(points, records)
