@@ -1,5 +1,7 @@
-"""InFiConD app: `python app.py` opens on the embedded Shapes world (built on first run, with a progress
-bar), with CIFAR-10 from the Hub as a second preset. Options: --port, --host, --samples, --world.
+"""InFiConD app: `python app.py` serves the page at once and opens on the embedded Shapes world, building
+it in the background on the first run (the page shows the build's stage, percentage and time left, and
+enables Load when it is ready), with CIFAR-10 from the Hub as a second preset.
+Options: --port, --host, --samples, --world.
 
 On a Hugging Face Space (``SPACE_ID`` set) it listens on 0.0.0.0 and offers "Sign in with Hugging Face";
 pushes then use the signed-in user's token. Locally they use ``HF_TOKEN``."""
@@ -10,7 +12,7 @@ import argparse
 import os
 
 from infincond.demo import load_world
-from infincond.ui import build_app, launch_kwargs, shapes_preset
+from infincond.ui import WorldJob, build_app, launch_kwargs
 
 
 def main() -> None:
@@ -21,12 +23,14 @@ def main() -> None:
     parser.add_argument("--world", default=os.environ.get("INFINCOND_WORLD"),
                         help="a built Shapes world folder (default: the cached default world, built when missing)")
     args = parser.parse_args()
-    # Builds the default world once (about 5 minutes on 2 CPU cores), then reuses it.
-    world = load_world(args.world, build=args.world is None)
-    demo = build_app({"Shapes world (offline)": shapes_preset(world, args.samples)})
+    if args.world:  # a world built elsewhere: only read, never built here
+        world = WorldJob(samples=args.samples, load=lambda on_progress: load_world(args.world, build=False))
+    else:
+        world = WorldJob(samples=args.samples)
+    demo = build_app(world=world)
     kwargs = launch_kwargs()
     kwargs.setdefault("server_name", args.host)
-    demo.queue().launch(server_port=args.port, **kwargs)
+    demo.queue(default_concurrency_limit=8).launch(server_port=args.port, **kwargs)
 
 
 if __name__ == "__main__":

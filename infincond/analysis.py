@@ -15,18 +15,26 @@ from .linear import Contribution, LinearStudent
 from .metrics import Metrics, evaluate_student
 
 
-def concept_influence(features: FeatureSet, student: LinearStudent) -> np.ndarray:
-    """Influence (C, K): each concept's mean contribution (weight x standardised presence) to a class's
-    score over the images the teacher assigns to that class; 0 where the class does not use it."""
-    standardised = student.standardise(features.concept_scores)
+def class_presence(features: FeatureSet, student: LinearStudent) -> np.ndarray:
+    """Mean standardised presence (C, K) of each concept over the images the teacher assigns to each class
+    (0 for a class it never predicts). It depends on the features and the standardisation only, so it is
+    the same for every student of one distillation: compute it once."""
     predicted = features.teacher_logits.argmax(1)
-    c = student.weight.shape[0]
-    means = np.zeros_like(student.weight)
-    for cls in range(c):
-        rows = predicted == cls
-        if rows.any():
-            means[cls] = standardised[rows].mean(0)
-    return student.weight * means
+    c = features.teacher_logits.shape[1]
+    order = np.argsort(predicted, kind="stable")
+    classes, starts, counts = np.unique(predicted[order], return_index=True, return_counts=True)
+    means = np.zeros((c, features.concept_scores.shape[1]), dtype=np.float32)
+    if len(order):  # rows grouped by class, each group summed in one pass
+        sums = np.add.reduceat(student.standardise(features.concept_scores[order]), starts, axis=0, dtype=np.float64)
+        means[classes] = sums / counts[:, None]
+    return means
+
+
+def concept_influence(features: FeatureSet, student: LinearStudent, presence: np.ndarray | None = None) -> np.ndarray:
+    """Influence (C, K): each concept's mean contribution (weight x standardised presence) to a class's
+    score over the images the teacher assigns to that class; 0 where the class does not use it.
+    ``presence``: :func:`class_presence`, when already known."""
+    return student.weight * (class_presence(features, student) if presence is None else presence)
 
 
 def top_concepts(influence: np.ndarray, n: int = 20, class_id: int | None = None) -> np.ndarray:
@@ -82,3 +90,43 @@ def nec_sweep(features: FeatureSet, necs: Sequence[int] = (1, 2, 3, 5, 10, 20), 
     from one L1 path."""
     students = distill_sweep(features, necs, config or DistillConfig(), progress=progress)
     return [SweepPoint(student.config.nec, student, evaluate_student(features, student)) for student in students]
+
+
+def class_summary(features: FeatureSet) -> tuple[float | None, list[dict]]:
+    """The teacher's accuracy against the labels (None without labels) and, per class, the images labelled
+    with it, how many the teacher gives it, and the teacher's accuracy on it."""
+    predicted, labels = features.teacher_logits.argmax(1), features.labels_as_classes
+    known = labels >= 0
+    accuracy = float(np.mean(predicted[known] == labels[known])) if known.any() else None
+    rows = []
+    for c, name in enumerate(features.class_names):
+        mine = labels == c
+        rows.append({"class": name, "labelled": int(mine.sum()), "predicted": int((predicted == c).sum()),
+                     "accuracy": float(np.mean(predicted[mine] == c)) if mine.any() else None})
+    return accuracy, rows
+
+
+def class_examples(features: FeatureSet, per_class: int = 2) -> list[tuple[int, int]]:
+    """(position, class) of the first ``per_class`` images of each class (by label, else by the teacher)."""
+    labels = features.labels_as_classes
+    classes = labels if (labels >= 0).any() else features.teacher_logits.argmax(1)
+    return [(int(p), c) for c in range(features.num_classes) for p in np.nonzero(classes == c)[0][:per_class]]
+
+
+@dataclass
+class ImageReport:
+    """Why the student and the teacher classify one image as they do (FeatureSet position ``position``)."""
+
+    position: int
+    student_class: int
+    teacher_class: int
+    label: int
+    contributions: list[Contribution]
+
+
+def image_report(features: FeatureSet, student: LinearStudent, position: int) -> ImageReport:
+    """Both predictions for one image, its label (-1 if none) and the concepts behind the student's."""
+    student_class = int(student.logits(features.concept_scores[position : position + 1])[0].argmax())
+    return ImageReport(position, student_class, int(features.teacher_logits[position].argmax()),
+                       int(features.labels_as_classes[position]),
+                       image_contributions(features, student, position, student_class))

@@ -35,6 +35,13 @@ def local_revision(path: str | os.PathLike) -> str:
     return "local-" + digest.hexdigest()[:16]
 
 
+def ref_key(ref: str | os.PathLike, revision: str | None = None) -> tuple[str, str | None]:
+    """(ref, revision) as a cache key: for a local folder the revision is its content stamp, so the key
+    changes when the folder does."""
+    text = os.fspath(ref)
+    return text, local_revision(text) if is_local(text) else revision
+
+
 def model_revision(ref: str, requested: str | None, config: object | None = None) -> str:
     """The revision that was really loaded: the commit hash for Hub repos, a content stamp for folders."""
     if is_local(ref):

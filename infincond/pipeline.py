@@ -3,19 +3,23 @@ evaluate. The CLI, the app's workspace and the demo world's check all go through
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .concepts.corpus import ConceptCorpus
 from .concepts.encoder import ConceptEncoder
 from .data import DataConfig, ImageSource
 from .distill import DistillConfig, distill
-from .features import ExtractConfig, FeatureSet, extract_features
+from .features import ExtractConfig, FeatureSet, extract_features, fingerprint
+from .hub import ref_key
 from .linear import LinearStudent
 from .metrics import Metrics, evaluate_student
+from .shared import SharedCache, freeze
 from .student import ConceptStudent
 from .teacher import Teacher
 
@@ -45,29 +49,48 @@ class DistillationRun:
     metrics: Metrics
 
 
+def _through(cache: SharedCache | None, kind: str, key, load):
+    return cache.get(kind, key, load) if cache is not None else load()
+
+
 def load_inputs(teacher: str, dataset: str | DataConfig, encoder: str,
                 corpus: ConceptCorpus | str | os.PathLike | Sequence[str] | None = None, *,
-                extract: ExtractConfig | None = None, device: str | None = None, progress: bool = True) -> Inputs:
+                extract: ExtractConfig | None = None, device: str | None = None, progress: bool = True,
+                cache: SharedCache | None = None) -> Inputs:
     """Load the dataset, the teacher and the encoder (repo ids or paths) and resolve the corpus; the
-    corpus is checked first, so that a bad one fails before anything heavy is loaded."""
+    corpus is checked first, so that a bad one fails before anything heavy is loaded. With a ``cache``
+    (the app's), models and datasets already loaded by another session are shared, not loaded again."""
     data = dataset if isinstance(dataset, DataConfig) else DataConfig(dataset=os.fspath(dataset))
     extract = extract or ExtractConfig()
     concept_corpus = ConceptCorpus.resolve(corpus)
     with tqdm(total=3, desc="Loading", disable=not progress, leave=False) as steps:
-        source = ImageSource.load(data)
+        data_key = (json.dumps(data.to_dict(), sort_keys=True), ref_key(data.dataset, data.revision))
+        source = _through(cache, "source", data_key, lambda: ImageSource.load(data))
         steps.update()
-        teacher_model = Teacher.from_pretrained(teacher, dataset_label_names=source.label_names, device=device)
+        names = tuple(source.label_names or ())
+        teacher_model = _through(cache, "teacher", (ref_key(teacher), device, names), lambda: Teacher.from_pretrained(
+            teacher, dataset_label_names=source.label_names, device=device))
         steps.update()
-        concept_encoder = ConceptEncoder.from_pretrained(encoder, region_mode=extract.region_mode,
-                                                         grid_size=extract.grid_size, device=device)
+        concept_encoder = _through(cache, "encoder", (ref_key(encoder), extract.region_mode, extract.grid_size, device),
+                                   lambda: ConceptEncoder.from_pretrained(encoder, region_mode=extract.region_mode,
+                                                                          grid_size=extract.grid_size, device=device))
         steps.update()
     return Inputs(source, teacher_model, concept_encoder, concept_corpus, extract)
 
 
-def extract_concepts(inputs: Inputs, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> FeatureSet:
-    """Concept scores, teacher logits and labels of the sample (reused from the cache when the inputs match)."""
-    return extract_features(inputs.source, inputs.teacher, inputs.encoder, inputs.corpus, inputs.extract, cache_dir,
-                            progress)
+def extract_concepts(inputs: Inputs, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                     cache: SharedCache | None = None) -> FeatureSet:
+    """Concept scores, teacher logits and labels of the sample (reused from the disk cache when the inputs
+    match; with a ``cache``, the same FeatureSet object, read-only, for every session)."""
+    def load() -> FeatureSet:
+        features = extract_features(inputs.source, inputs.teacher, inputs.encoder, inputs.corpus, inputs.extract,
+                                    cache_dir, progress)
+        if cache is not None:
+            freeze(*(value for value in vars(features).values() if isinstance(value, np.ndarray)))
+        return features
+
+    key = fingerprint(inputs.encoder, inputs.teacher, inputs.source, inputs.corpus, inputs.extract)
+    return _through(cache, "features", (key, os.fspath(cache_dir) if cache_dir else None), load)
 
 
 def run_distillation(

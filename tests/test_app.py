@@ -24,11 +24,10 @@ from infincond import (
     extract_features,
 )
 from infincond.tuning import TuningSession
-from infincond.ui import LoadSettings, build_app, launch_kwargs
+from infincond.ui import LoadSettings, build_app, launch_kwargs, outputs_of
 
 from .conftest import _free_port
 
-PERF, HEAT, SELECTION, LOG = 3, 9, 15, 18  # positions of views in an event's outputs
 NEC = 3
 
 
@@ -60,11 +59,17 @@ def core(preset, tmp_path_factory):
     return features, distill(features, DistillConfig(nec=NEC))
 
 
-def load_and_distil(client: Client, preset: LoadSettings, nec: int = NEC):
-    client.predict(preset.teacher, preset.dataset, preset.config_name or "", preset.split or "", preset.image_column,
-                   preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples, None, 20,
-                   "any class", api_name="/load")
-    return client.predict(nec, 20, "any class", api_name="/distill")
+def call(client: Client, api: str, *args) -> dict:
+    """An event through the HTTP API; its outputs by component name (those it did not change are updates)."""
+    result = client.predict(*args, api_name=f"/{api}")
+    return dict(zip(outputs_of(api), result if isinstance(result, tuple) else (result,), strict=True))
+
+
+def load_and_distil(client: Client, preset: LoadSettings, nec: int = NEC) -> dict:
+    call(client, "load", preset.teacher, preset.dataset, preset.config_name or "", preset.split or "",
+         preset.image_column, preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples,
+         None, 20, "any class")
+    return call(client, "distill", nec, 20, "any class")
 
 
 def rows(table: dict) -> list[dict]:
@@ -76,26 +81,26 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     client = Client(app_url, verbose=False)
     out = load_and_distil(client, preset)
     session = TuningSession(features, student)
-    assert f"**Fidelity** {100 * session.metrics['fidelity']:.1f}%" in out[PERF]
-    heat = rows(out[HEAT])
+    assert f"**Fidelity** {100 * session.metrics['fidelity']:.1f}%" in out["perf_md"]
+    heat = rows(out["heat"])
     assert heat and set(heat[0]) == {"concept", *features.class_names}
     # Select a weight the student uses and down-tune it: the app's metrics are the core's.
     c, k = np.argwhere(student.weight != 0)[0]
     concept, cls = features.concepts[k], features.class_names[c]
-    out = client.predict(concept, cls, 20, "any class", api_name="/select")
-    assert f"**{concept}** for class **{cls}**" in out[SELECTION]
+    out = call(client, "select", concept, cls, 20, "any class")
+    assert f"**{concept}** for class **{cls}**" in out["selection_md"]
     preview = client.predict("Down-tune", 2.0, api_name="/preview")
     assert f"What if: down-tune '{concept}' for {cls} x2" in preview
-    out = client.predict("Down-tune", 2.0, 20, "any class", api_name="/apply")
+    out = call(client, "apply", "Down-tune", 2.0, 20, "any class")
     entry = session.down(concept, cls, 2.0)
-    log = rows(out[1 + LOG])
+    log = rows(out["log_table"])
     assert [r["action"] for r in log] == ["distilled student", f"down-tune '{concept}' for {cls} x2"]
     assert log[-1]["fidelity"] == f"{100 * entry.metrics_after['fidelity']:.1f}%"
     assert log[-1]["accuracy"] == f"{100 * entry.metrics_after['accuracy']:.1f}%"
-    assert f"weight {entry.changes[0]['after']:+.3f}" in out[1 + SELECTION]
+    assert f"weight {entry.changes[0]['after']:+.3f}" in out["selection_md"]
     # Undo, then export the log: it replays on the core's features to the undone (= distilled) student.
-    undone = client.predict(0, 20, "any class", api_name="/undo")
-    assert rows(undone[1 + LOG])[-1]["action"].startswith("undo") and rows(undone[1 + LOG])[-1]["current"] == "●"
+    undone = call(client, "undo", 0, 20, "any class")
+    assert rows(undone["log_table"])[-1]["action"].startswith("undo") and rows(undone["log_table"])[-1]["current"] == "●"
     path = client.predict(api_name="/export_log")
     log_json = json.loads(open(path).read())
     assert [e["action"] for e in log_json["entries"]] == ["start", "edit", "undo"]
@@ -106,9 +111,9 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     # Another session imports that log: it replays to the same history.
     other = Client(app_url, verbose=False)
     load_and_distil(other, preset)
-    out = other.predict(handle_file(path), 20, "any class", api_name="/import_log")
-    assert out[0] == "Imported and replayed 3 steps (largest weight gap 0)."
-    assert [r["action"] for r in rows(out[1 + LOG])] == [r["action"] for r in rows(undone[1 + LOG])]
+    out = call(other, "import_log", handle_file(path), 20, "any class")
+    assert out["preview_md"] == "Imported and replayed 3 steps (largest weight gap 0)."
+    assert [r["action"] for r in rows(out["log_table"])] == [r["action"] for r in rows(undone["log_table"])]
 
 
 def test_errors_are_clear_messages_and_two_clients_are_isolated(app_url, preset):
@@ -121,12 +126,12 @@ def test_errors_are_clear_messages_and_two_clients_are_isolated(app_url, preset)
     with pytest.raises(AppError, match="Distil a student first"):
         second.predict(0, 20, "any class", api_name="/undo")
     out = load_and_distil(second, preset, nec=1)
-    assert [r["action"] for r in rows(out[LOG])] == ["distilled student"]
-    assert "NEC 1.0" in out[PERF]
+    assert [r["action"] for r in rows(out["log_table"])] == ["distilled student"]
+    assert "NEC 1.0" in out["perf_md"]
     # ...and the first client's history is untouched by the second's distillation.
-    out = first.predict(0, 20, "any class", api_name="/undo")
-    assert [r["action"].split(" ")[0] for r in rows(out[1 + LOG])] == ["distilled", "remove", "undo"]
-    assert f"NEC {NEC}.0" in out[1 + PERF]
+    out = call(first, "undo", 0, 20, "any class")
+    assert [r["action"].split(" ")[0] for r in rows(out["log_table"])] == ["distilled", "remove", "undo"]
+    assert f"NEC {NEC}.0" in out["perf_md"]
     with pytest.raises(AppError, match="Unknown concept 'nope'"):
         first.predict("nope", "circle", 20, "any class", api_name="/select")
 
@@ -156,12 +161,12 @@ def test_restore_after_up_tune_then_export_save_zip_and_push(app_url, preset, hu
     monkeypatch.setenv("HF_TOKEN", "hf_alice_write_token")
     client = Client(app_url, verbose=False)
     out = load_and_distil(client, preset)
-    concept = rows(out[HEAT])[0]["concept"]
-    cls = next(name for name in rows(out[HEAT])[0] if name != "concept")
+    concept = rows(out["heat"])[0]["concept"]
+    cls = next(name for name in rows(out["heat"])[0] if name != "concept")
     client.predict(concept, cls, 20, "any class", api_name="/select")
     client.predict("Up-tune", 2.0, 20, "any class", api_name="/apply")
-    out = client.predict("Restore", 2.0, 20, "any class", api_name="/apply")
-    assert rows(out[1 + LOG])[-1]["action"] == f"restore '{concept}' for {cls}"
+    out = call(client, "apply", "Restore", 2.0, 20, "any class")
+    assert rows(out["log_table"])[-1]["action"] == f"restore '{concept}' for {cls}"
     log = json.loads(open(client.predict(api_name="/export_log")).read())
     assert log["entries"][-1]["changes"][0]["lower"] is None and log["entries"][-1]["changes"][0]["upper"] is None
     message = client.predict(str(tmp_path / "student"), api_name="/save")
@@ -182,12 +187,12 @@ def test_switching_students_keeps_each_tuning_session(app_url, preset):
     client = Client(app_url, verbose=False)
     load_and_distil(client, preset)
     client.predict("Remove", 2.0, 20, "any class", api_name="/apply")
-    tuned = [r["action"] for r in rows(client.predict(5, 20, "any class", api_name="/pick_student")[LOG])]
+    tuned = [r["action"] for r in rows(call(client, "pick_student", 5, 20, "any class")["log_table"])]
     assert tuned == ["distilled student"]  # NEC 5 has its own, fresh session
-    back = client.predict(NEC, 20, "any class", api_name="/pick_student")
-    assert [r["action"].split(" ")[0] for r in rows(back[LOG])] == ["distilled", "remove"]
-    assert rows(back[LOG])[-1]["current"] == "●"
+    back = call(client, "pick_student", NEC, 20, "any class")
+    assert [r["action"].split(" ")[0] for r in rows(back["log_table"])] == ["distilled", "remove"]
+    assert rows(back["log_table"])[-1]["current"] == "●"
     # Distilling again keeps the session of a student with edits.
-    again = client.predict(NEC, 20, "any class", api_name="/distill")
-    assert [r["action"].split(" ")[0] for r in rows(again[LOG])] == ["distilled", "remove"]
+    again = call(client, "distill", NEC, 20, "any class")
+    assert [r["action"].split(" ")[0] for r in rows(again["log_table"])] == ["distilled", "remove"]
 

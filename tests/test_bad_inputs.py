@@ -237,7 +237,7 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    from .test_app import load_and_distil, rows
+    from .test_app import call, load_and_distil, rows
 
     fresh = Client(app, verbose=False)
     for api, args in (("/apply", ("Down-tune", 2.0, 20, "any class")), ("/export_log", ()), ("/download", ()),
@@ -247,7 +247,7 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
             fresh.predict(*args, api_name=api)  # events out of order
     client = Client(app, verbose=False)
     out = load_and_distil(client, preset)
-    heat = rows(out[9])
+    heat = rows(out["heat"])
     concept, cls = heat[0]["concept"], next(c for c in heat[0] if c != "concept")
     client.predict(concept, cls, 20, "any class", api_name="/select")
     client.predict("Up-tune", 2.0, 20, "any class", api_name="/apply")
@@ -322,5 +322,5 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
         assert after[1:] == before[1:] and after[0][: len(before[0])] == before[0], (api, args)
     assert refused >= 25
     # The next edit applies to the weight selected before the refused events: nothing moved the selection.
-    out = client.predict("Down-tune", 2.0, 20, "any class", api_name="/apply")
-    assert f"down-tune '{concept}' for {cls} x2" in rows(out[1 + 18])[-1]["action"]
+    out = call(client, "apply", "Down-tune", 2.0, 20, "any class")
+    assert f"down-tune '{concept}' for {cls} x2" in rows(out["log_table"])[-1]["action"]

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 class State:
     """One point of the history. Stored sparsely (the non-zero weights, the constrained entries), so that
     a long history of a 1000-class student stays small; the dense (C, K) arrays are built on demand,
-    read-only, and kept only while the state is current (:meth:`release`)."""
+    read-only, and kept only while the state is current (:meth:`release`), as is ``cache``."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, constraints: Constraints, kind: np.ndarray,
                  label_weight: float, metrics: dict) -> None:
@@ -28,6 +28,9 @@ class State:
         self.label_weight = float(label_weight)
         self.metrics = metrics
         self._dense: dict[str, np.ndarray] = {}
+        #: What views derive from this state (influence, disagreement subsets, ...), computed once while it
+        #: is current; the state never changes, so neither does anything derived from it.
+        self.cache: dict = {}
 
     def _build(self, name: str) -> np.ndarray:
         if name not in self._dense:
@@ -55,8 +58,9 @@ class State:
         return Constraints(self.lower.copy(), self.upper.copy())
 
     def release(self) -> None:
-        """Drop the dense arrays (rebuilt exactly when needed again)."""
+        """Drop the dense arrays and the derived data (rebuilt exactly when needed again)."""
         self._dense.clear()
+        self.cache.clear()
 
     @property
     def nbytes(self) -> int:

@@ -311,6 +311,24 @@ class TuningSession:
             atomic_write_text(path, text)
         return data
 
+    def rerun(self, entries: list) -> None:
+        """Run a log's actions again, in order (``LogEntry`` objects or their exported dicts, the start
+        entry excluded): what :meth:`replay` does, and how a session moves onto wider features."""
+        for step, entry in enumerate(entries, start=1):
+            action, params = (entry.action, entry.params) if isinstance(entry, LogEntry) else (entry["action"],
+                                                                                                entry["params"])
+            try:
+                if action == "edit":
+                    self.apply(Edit(**params))
+                elif action == "label_weight":
+                    self.set_label_weight(params["label_weight"])
+                elif action in ("undo", "redo"):
+                    getattr(self, action)()
+                else:
+                    self.jump(params["step"])
+            except (ConfigError, ConstraintError) as err:
+                raise ConfigError(f"Step {step} of the tuning log ({action}) cannot be replayed: {err}") from err
+
     @classmethod
     def replay(cls, features, log: dict | str | os.PathLike, *, eval_features=None, atol: float = 1e-6,
                strict: bool = True) -> TuningSession:
@@ -329,19 +347,7 @@ class TuningSession:
                                 np.asarray(init["score_std"], dtype=np.float32), DistillConfig.from_dict(init["config"]))
         entries = data["entries"]
         session = cls(features, student, eval_features=eval_features, label_weight=entries[0]["params"]["label_weight"])
-        for step, entry in enumerate(entries[1:], start=1):
-            action, params = entry["action"], entry["params"]
-            try:
-                if action == "edit":
-                    session.apply(Edit(**params))
-                elif action == "label_weight":
-                    session.set_label_weight(params["label_weight"])
-                elif action in ("undo", "redo"):
-                    getattr(session, action)()
-                else:
-                    session.jump(params["step"])
-            except (ConfigError, ConstraintError) as err:
-                raise ConfigError(f"Step {step} of the tuning log ({action}) cannot be replayed: {err}") from err
+        session.rerun(entries[1:])
         final = np.asarray(data["final"]["weight"])
         gap = float(np.max(np.abs(session.weight - final))) if final.shape == session.weight.shape else float("inf")
         session.replay_gap = gap

@@ -1,5 +1,6 @@
 """The six views' contents, rendered from a :class:`Workspace` into plain values (Markdown, DataFrames,
-images) for Gradio components. No model code here: the numbers come from the core."""
+images) for Gradio components, one function per group of components that change together. No numbers
+are computed here: they come from the core, through the workspace (which caches them per student state)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from ..analysis import image_contributions, images_with_concept
+from ..analysis import class_examples, class_summary, image_report
 from ..concepts.presence import box_on_image
 from ..tuning import LogEntry, Preview
-from .workspace import CONCEPT_IMAGES, Workspace
+from .workspace import Workspace
 
 HIGHLIGHT = (255, 196, 0)
+CONTRIBUTION_COLUMNS = ["concept", "presence", "weight", "contribution"]
+EDIT_COLUMNS = ["concept", "class", "kind", "weight"]
+SUBSET_COLUMNS = ["teacher says", "student says", "images"]
 
 
 def _pct(value: float | None) -> str:
@@ -23,6 +27,10 @@ def _pct(value: float | None) -> str:
 
 def _delta(value: float | None) -> str:
     return "" if value is None else f"{100 * value:+.1f} pts"
+
+
+def _text(value: str) -> str:
+    return html.escape(value, quote=False)
 
 
 def _boxed(image: Image.Image, region: tuple[float, float, float, float], scale: int = 3) -> Image.Image:
@@ -40,37 +48,30 @@ def configuration(ws: Workspace) -> tuple[str, pd.DataFrame, list]:
     if ws.features is None:
         return "Nothing loaded yet: pick a preset or fill the fields, then **Load**.", pd.DataFrame(), []
     f, s = ws.features, ws.settings
-    teacher_pred = f.teacher_logits.argmax(1)
-    labels = f.labels_as_classes
-    known = labels >= 0
-    acc = f"{100 * np.mean(teacher_pred[known] == labels[known]):.1f}%" if known.any() else "n/a (no labels)"
-    text = (f"**Teacher** `{s.teacher}` · **dataset** `{s.dataset}` (split `{ws.source.split}`) · "
-            f"**encoder** `{s.encoder}`\n\n{len(f.is_val)} images ({int((~f.is_val).sum())} train / "
-            f"{int(f.is_val.sum())} validation) · {f.num_classes} classes · {f.num_concepts} concepts · "
-            f"teacher accuracy **{acc}**")
-    rows = []
-    for c, name in enumerate(f.class_names):
-        mine = labels == c
-        rows.append({"class": name, "images (label)": int(mine.sum()), "teacher predicts": int((teacher_pred == c).sum()),
-                     "teacher accuracy": _pct(float(np.mean(teacher_pred[mine] == c)) if mine.any() else None)})
-    samples = []
-    for c, name in enumerate(f.class_names):
-        rows_c = np.nonzero(labels == c)[0] if known.any() else np.nonzero(teacher_pred == c)[0]
-        for position in rows_c[:2]:
-            samples.append((ws.image_of(int(position)), name))
-    return text, pd.DataFrame(rows), samples
+    accuracy, classes = class_summary(f)
+    where = (f"**Teacher** `{s.teacher}` · **dataset** `{s.dataset}` (split `{ws.source.split}`) · **encoder** "
+             f"`{s.encoder}`" if s is not None else f"**Features** `{f.fingerprint}`")
+    text = (f"{where}\n\n{len(f.is_val)} images ({int((~f.is_val).sum())} train / {int(f.is_val.sum())} validation) · "
+            f"{f.num_classes} classes · {f.num_concepts} concepts · teacher accuracy "
+            f"**{_pct(accuracy) if accuracy is not None else 'n/a (no labels)'}**")
+    table = pd.DataFrame([{"class": r["class"], "images (label)": r["labelled"], "teacher predicts": r["predicted"],
+                           "teacher accuracy": _pct(r["accuracy"])} for r in classes])
+    samples = [] if ws.source is None else [(ws.image_of(p), f.class_names[c]) for p, c in class_examples(f)]
+    return text, table, samples
 
 
 # -- 2. student performance ---------------------------------------------------------------------------
-def performance(ws: Workspace) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Headline metrics, per-class teacher-vs-student bars, fidelity-vs-NEC curve, disagreement subsets."""
+def performance(ws: Workspace) -> tuple[str, pd.DataFrame, pd.DataFrame, list[int], int | None, pd.DataFrame]:
+    """Headline metrics, per-class teacher-vs-student bars, fidelity-vs-NEC curve, the students to pick
+    from and the one picked, disagreement subsets."""
     if ws.session is None:
-        return "No student yet: **Distil**.", pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+        return ("No student yet: **Distil**.", pd.DataFrame(), pd.DataFrame(), [p.nec_target for p in ws.sweep],
+                ws.nec, pd.DataFrame(columns=SUBSET_COLUMNS))
     m = ws.session.metrics
     text = (f"**Fidelity** {_pct(m['fidelity'])} · **student accuracy** {_pct(m['accuracy'])} · "
             f"**teacher accuracy** {_pct(m['teacher_accuracy'])} · NEC {m['nec']:.1f} · "
             f"KL {m['kl']:.3f} · on {m['n_images']} validation images")
-    full = ws.session.evaluate()
+    full = ws.evaluation()
     bars = []
     use_labels = full.n_labelled > 0
     for c, name in enumerate(full.class_names):
@@ -81,35 +82,29 @@ def performance(ws: Workspace) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.Data
                  {"bar": f"{name} · student", "class": name, "model": "student", "score": float(np.nan_to_num(student))}]
     curve = pd.DataFrame([{"NEC": float(p.metrics.nec), "fidelity": p.metrics.fidelity, "target": p.nec_target}
                           for p in ws.sweep])
-    subsets = ws.disagreement_subsets()
     table = pd.DataFrame([{"teacher says": g["teacher"], "student says": g["student"], "images": len(g["positions"])}
-                          for g in subsets], columns=["teacher says", "student says", "images"])
-    return text, pd.DataFrame(bars), curve, table
+                          for g in ws.disagreement_subsets()], columns=SUBSET_COLUMNS)
+    return text, pd.DataFrame(bars), curve, [p.nec_target for p in ws.sweep], ws.nec, table
 
 
 def subset_gallery(ws: Workspace) -> list:
-    if ws.subset is None or ws.session is None:
+    positions = ws.subset_positions()
+    if positions is None or ws.source is None:
         return []
-    return [(ws.image_of(int(p)), f"#{int(ws.features.image_ids[p])}") for p in ws.subset[:24]]
+    return [(ws.image_of(int(p)), f"#{int(ws.features.image_ids[p])}") for p in positions[:24]]
 
 
 # -- 3. concept-class heatmap -------------------------------------------------------------------------
-def heatmap_frame(ws: Workspace, n: int, sort: str) -> tuple[pd.DataFrame, list[int]]:
-    """Influence table (concepts x classes) of the top ``n`` concepts, and their concept indices."""
-    influence = ws.influence()
-    order = ws.heatmap_order(n, sort)
-    frame = pd.DataFrame(influence[:, order].T.round(3), columns=ws.session.class_names)
-    frame.insert(0, "concept", [ws.session.concepts[k] for k in order])
-    return frame, order
-
-
 def heatmap(ws: Workspace, n: int = 20, sort: str = "any class"):
-    """A styled influence table: blue for positive, red for negative, the selected cell outlined."""
+    """A styled influence table (concepts x classes) of the top ``n`` concepts: blue for positive, red for
+    negative, the selected cell outlined."""
     if ws.session is None:
         return pd.DataFrame({"concept": []})
-    frame, order = heatmap_frame(ws, n, sort)
-    values = frame.iloc[:, 1:].to_numpy(dtype=float)
-    scale = float(np.abs(values).max()) or 1.0
+    order = ws.heatmap_order(n, sort)
+    values = ws.influence()[:, order].T.round(3) + 0.0  # + 0.0: no "-0.000"
+    frame = pd.DataFrame(values, columns=ws.session.class_names)
+    frame.insert(0, "concept", [ws.session.concepts[k] for k in order])
+    scale = float(np.abs(values).max()) if values.size else 1.0
 
     def colour(column: pd.Series) -> list[str]:
         if column.name == "concept":
@@ -117,7 +112,7 @@ def heatmap(ws: Workspace, n: int = 20, sort: str = "any class"):
         c = ws.session.class_names.index(column.name)
         out = []
         for i, v in enumerate(column):
-            alpha = min(abs(float(v)) / scale, 1.0) * 0.85
+            alpha = min(abs(float(v)) / (scale or 1.0), 1.0) * 0.85
             rgb = "37, 99, 235" if v > 0 else "220, 38, 38"
             style = f"background-color: rgba({rgb}, {alpha:.2f})" if v != 0 else "color: #aaa"
             if order[i] == ws.concept and c == ws.class_id:
@@ -129,35 +124,35 @@ def heatmap(ws: Workspace, n: int = 20, sort: str = "any class"):
 
 
 # -- 4. images ----------------------------------------------------------------------------------------
-def concept_images(ws: Workspace, n: int = CONCEPT_IMAGES) -> tuple[str, list]:
+def concept_images(ws: Workspace) -> tuple[str, list]:
     """The images where the selected concept is most present, its region outlined."""
     if ws.session is None or ws.concept is None:
         return "Select a concept in the heatmap.", []
-    k = ws.concept
-    positions = images_with_concept(ws.features, k, n)
-    boxes = ws.features.region_boxes
-    items = [(_boxed(ws.image_of(int(p)), tuple(boxes[ws.features.best_region[p, k]])),
-              f"{ws.features.concept_scores[p, k]:.2f}") for p in positions]
-    return f"Where **{ws.session.concepts[k]}** is most present (its best region outlined)", items
+    k, f = ws.concept, ws.features
+    title = f"Where **{_text(ws.session.concepts[k])}** is most present (its best region outlined)"
+    if ws.source is None:
+        return title + " (these features came without their images)", []
+    items = [(_boxed(ws.image_of(int(p)), tuple(f.region_boxes[f.best_region[p, k]])), f"{f.concept_scores[p, k]:.2f}")
+             for p in ws.concept_images(k)]
+    return title, items
 
 
 def image_detail(ws: Workspace) -> tuple[Image.Image | None, str, pd.DataFrame]:
     """One image: teacher and student predictions and the top contributing concepts."""
     if ws.session is None or ws.image is None:
-        return None, "Click an image to see why the student and the teacher classify it as they do.", pd.DataFrame()
-    p = ws.image
-    f, student = ws.features, ws.session.student
-    student_logits = student.logits(f.concept_scores[p : p + 1])[0]
-    s_pred, t_pred = int(student_logits.argmax()), int(f.teacher_logits[p].argmax())
-    label = int(f.labels_as_classes[p])
-    contributions = image_contributions(f, student, p, s_pred)
-    picture = ws.image_of(p)
-    if contributions:
-        picture = _boxed(picture, contributions[0].region, scale=4)
-    text = (f"Image #{int(f.image_ids[p])}: teacher says **{f.class_names[t_pred]}**, student says "
-            f"**{f.class_names[s_pred]}**" + (f", label **{f.class_names[label]}**" if label >= 0 else ""))
+        return (None, "Click an image to see why the student and the teacher classify it as they do.",
+                pd.DataFrame(columns=CONTRIBUTION_COLUMNS))
+    f = ws.features
+    report = image_report(f, ws.session.student, ws.image)
+    picture = ws.image_of(report.position)
+    if picture is not None and report.contributions:
+        picture = _boxed(picture, report.contributions[0].region, scale=4)
+    text = (f"Image #{int(f.image_ids[report.position])}: teacher says **{f.class_names[report.teacher_class]}**, "
+            f"student says **{f.class_names[report.student_class]}**"
+            + (f", label **{f.class_names[report.label]}**" if report.label >= 0 else ""))
     table = pd.DataFrame([{"concept": c.concept, "presence": round(c.presence, 3), "weight": round(c.weight, 3),
-                           "contribution": round(c.contribution, 3)} for c in contributions])
+                           "contribution": round(c.contribution, 3)} for c in report.contributions],
+                         columns=CONTRIBUTION_COLUMNS)
     return picture, text, table
 
 
@@ -168,8 +163,15 @@ def selection(ws: Workspace) -> str:
     s = ws.session
     info = s.constraint(s.concepts[ws.concept], s.class_names[ws.class_id])
     bounds = "" if info["kind"] == "free" else f", {info['kind']} in [{info['lower']:.3g}, {info['upper']:.3g}]"
-    return (f"Selected: **{html.escape(s.concepts[ws.concept], quote=False)}** for class **{html.escape(s.class_names[ws.class_id], quote=False)}**"
+    return (f"Selected: **{_text(s.concepts[ws.concept])}** for class **{_text(s.class_names[ws.class_id])}**"
             f" · weight {info['weight']:+.3f}{bounds} · label blend alpha {s.label_weight:g}")
+
+
+def edits_table(ws: Workspace) -> pd.DataFrame:
+    if ws.session is None:
+        return pd.DataFrame(columns=EDIT_COLUMNS)
+    return pd.DataFrame([{"concept": e["concept"], "class": e["class_name"], "kind": e["kind"],
+                          "weight": round(e["weight"], 4)} for e in ws.session.edits()], columns=EDIT_COLUMNS)
 
 
 def preview_text(preview: Preview) -> str:
@@ -178,35 +180,28 @@ def preview_text(preview: Preview) -> str:
     worst = sorted(((v["accuracy"] if v["accuracy"] is not None else v["agreement"] or 0.0, name)
                     for name, v in d["per_class"].items()), key=lambda x: x[0])
     per_class = ", ".join(f"{name} {_delta(v)}" for v, name in worst[:2] + worst[-2:])
-    return (f"**What if: {html.escape(preview.edit.describe(), quote=False)}** (refitted in {preview.seconds:.2f} s)\n\n"
+    return (f"**What if: {_text(preview.edit.describe())}** (refitted in {preview.seconds:.2f} s)\n\n"
             f"weight {changed}\n\nfidelity {_pct(before['fidelity'])} -> {_pct(after['fidelity'])} "
             f"({_delta(d['fidelity'])}) · accuracy {_pct(before['accuracy'])} -> {_pct(after['accuracy'])} "
             f"({_delta(d['accuracy'])})\n\nper class: {per_class}")
 
 
-def preview_text_entry(entry: LogEntry) -> str:
+def entry_text(entry: LogEntry) -> str:
     """What an applied action did: its summary and metric changes."""
     d, after = entry.delta, entry.metrics_after
     refit = f" (refitted in {entry.refit['seconds']:.2f} s)" if entry.refit else ""
     if entry.refit and not entry.refit.get("converged", True):
         refit = refit[:-1] + ", stopped at the solver's iteration limit)"
-    return (f"**Step {entry.step}: {html.escape(entry.summary, quote=False)}**{refit} · fidelity {_pct(after['fidelity'])} "
+    return (f"**Step {entry.step}: {_text(entry.summary)}**{refit} · fidelity {_pct(after['fidelity'])} "
             f"({_delta(d.get('fidelity'))}) · accuracy {_pct(after['accuracy'])} ({_delta(d.get('accuracy'))})")
 
 
-def edits_table(ws: Workspace) -> pd.DataFrame:
-    if ws.session is None:
-        return pd.DataFrame(columns=["concept", "class", "kind", "weight"])
-    return pd.DataFrame([{"concept": e["concept"], "class": e["class_name"], "kind": e["kind"],
-                          "weight": round(e["weight"], 4)} for e in ws.session.edits()],
-                        columns=["concept", "class", "kind", "weight"])
-
-
 # -- 6. provenance ------------------------------------------------------------------------------------
-def provenance(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The log as a table, and the metrics after each step (long format, for a line plot)."""
+def provenance(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The log as a table, the metrics after each step (long format, for a line plot whose x axis lists
+    the steps as categories, in order, so that it never shows fractional steps), and that order."""
     if ws.session is None:
-        return pd.DataFrame(), pd.DataFrame()
+        return pd.DataFrame(), pd.DataFrame(columns=["step", "metric", "value"]), []
     log = ws.session.log
     current = next(e.step for e in reversed(log) if e.state == ws.session.cursor)  # the step that led here last
     rows, points = [], []
@@ -216,7 +211,7 @@ def provenance(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
                      "fidelity": _pct(e.metrics_after["fidelity"]), "Δ fidelity": _delta(d.get("fidelity")),
                      "accuracy": _pct(e.metrics_after["accuracy"]), "Δ accuracy": _delta(d.get("accuracy")),
                      "current": "●" if e.step == current else ""})
-        points.append({"step": e.step, "metric": "fidelity", "value": e.metrics_after["fidelity"]})
+        points.append({"step": str(e.step), "metric": "fidelity", "value": e.metrics_after["fidelity"]})
         if e.metrics_after["accuracy"] is not None:
-            points.append({"step": e.step, "metric": "accuracy", "value": e.metrics_after["accuracy"]})
-    return pd.DataFrame(rows), pd.DataFrame(points)
+            points.append({"step": str(e.step), "metric": "accuracy", "value": e.metrics_after["accuracy"]})
+    return pd.DataFrame(rows), pd.DataFrame(points), [str(e.step) for e in log]

@@ -1,16 +1,19 @@
-"""One user's workspace: what was loaded, the students of the sparsity sweep, the tuning session and the
-current selection. It only calls the core; one instance lives in each browser session's ``gr.State``,
-so two sessions never share a student."""
+"""One user's workspace: what was loaded, the students of the sparsity sweep, a tuning session per student
+and the current selection. It only calls the core. Models, datasets, FeatureSets and sweeps come from the
+process-wide :data:`~infincond.shared.SHARED` cache (read-only, shared by every session); a workspace owns
+its tuning sessions and selection only, so two sessions never see each other's students. Everything it
+does is autosaved under the cache, keyed by its id, so that a reload or a restart can restore it."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from PIL import Image
 
 from ..analysis import (
     SweepPoint,
-    concept_influence,
+    class_presence,
     disagreement_subsets,
     images_with_concept,
     nec_sweep,
@@ -32,10 +35,15 @@ from ..distill import DistillConfig
 from ..errors import ConfigError
 from ..features import FeatureSet
 from ..hub import check_repo_id
+from ..linear import standardisation
+from ..metrics import Metrics
 from ..pipeline import extract_concepts, load_inputs
+from ..shared import SHARED, SharedCache
 from ..student import ConceptStudent
 from ..teacher import Teacher
 from ..tuning import Action, Edit, LogEntry, Preview, TuningSession
+from ..tuning.log import log_text
+from . import autosave
 
 DEFAULT_SWEEP = (1, 2, 3, 5, 10, 20)
 MAX_NEC = 200
@@ -83,6 +91,14 @@ class LoadSettings:
             return ConceptCorpus.from_list(typed)
         return base + typed if typed else base
 
+    def data_config(self) -> DataConfig:
+        return DataConfig(self.dataset, config_name=self.config_name or None, split=self.split or None,
+                          image_column=self.image_column, label_column=self.label_column, samples=self.samples)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
 
 @dataclass
 class Workspace:
@@ -104,8 +120,12 @@ class Workspace:
     concept: int | None = None
     class_id: int | None = None
     image: int | None = None  # a FeatureSet position
-    subset: np.ndarray | None = None  # positions of the opened disagreement subset
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    subset: tuple[str, str] | None = None  # the opened disagreement subset: (teacher says, student says)
+    added_concepts: list[str] = field(default_factory=list)  # typed in after loading (scored on kept regions)
+    id: str = field(default_factory=_new_id)
+    cache_dir: str | None = None
+    shared: SharedCache = field(default=SHARED, repr=False)
+    _saved: dict = field(default_factory=dict, repr=False)  # autosave: log length written per session
 
     @property
     def session(self) -> TuningSession | None:
@@ -129,27 +149,50 @@ class Workspace:
                 sessions[key].rollback(mark)
             raise
 
+    def require(self, what: str) -> None:
+        """Raise a clear error when a step is missing."""
+        missing = {"features": self.features is None, "sweep": not self.sweep, "session": self.session is None,
+                   "selection": self.concept is None or self.class_id is None}[what]
+        if missing:
+            message = {"features": "Load a teacher and a dataset first.", "sweep": "Distil a student first.",
+                       "session": "Distil a student first.",
+                       "selection": "Select a concept and a class first (click a cell of the heatmap)."}[what]
+            raise ConfigError(message)
+
     # -- loading and distillation ---------------------------------------------------------------------
-    def load(self, settings: LoadSettings, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> None:
-        """Load the teacher, dataset and encoder and extract concept scores (cached). Tuning sessions with
-        edits are kept (they come back when the same data is loaded again); the others are dropped."""
-        data = DataConfig(settings.dataset, config_name=settings.config_name or None, split=settings.split or None,
-                          image_column=settings.image_column, label_column=settings.label_column,
-                          samples=settings.samples)
-        inputs = load_inputs(settings.teacher, data, settings.encoder, settings.corpus_value(), progress=progress)
-        features = extract_concepts(inputs, cache_dir, progress)
+    def load(self, settings: LoadSettings, progress: bool = True) -> None:
+        """Load the teacher, dataset and encoder and extract concept scores (from the shared and the disk
+        caches when another session or run had them). Tuning sessions with edits are kept (they come back
+        when the same data is loaded again); the others are dropped."""
+        inputs = load_inputs(settings.teacher, settings.data_config(), settings.encoder, settings.corpus_value(),
+                             progress=progress, cache=self.shared)
+        features = extract_concepts(inputs, self.cache_dir, progress, cache=self.shared)
         self.settings, self.source, self.teacher, self.encoder = settings, inputs.source, inputs.teacher, inputs.encoder
-        self.features = features
+        self._use(features)
+
+    def load_features(self, features: FeatureSet, source: ImageSource | None = None,
+                      encoder: ConceptEncoder | None = None) -> None:
+        """Work on a FeatureSet made elsewhere (``infincond extract``, a benchmark): its images come from
+        ``source`` when given (else the galleries stay empty), new concepts need its ``encoder``."""
+        self.settings, self.source, self.teacher, self.encoder = None, source, None, encoder
+        self._use(features)
+
+    def _use(self, features: FeatureSet) -> None:
+        self.features, self.added_concepts = features, []
         self.sessions = {key: s for key, s in self.sessions.items() if len(s.log) > 1 or key[0] == features.fingerprint}
         self.sweep, self.nec = [], None
         self.concept, self.class_id, self.image, self.subset = None, None, None, None
 
     def distill(self, nec: int, necs: tuple[int, ...] = DEFAULT_SWEEP, progress: bool = True) -> None:
-        """Fit students at several NEC targets (``nec`` among them) and tune the one at ``nec`` (its session
-        is kept if it already has one)."""
+        """Fit students at several NEC targets (``nec`` among them; one shared L1 path, and shared with
+        every session on the same features) and tune the one at ``nec`` (its session is kept if it already
+        has one)."""
         self.require("features")
         nec = check_integer("NEC (concepts per class)", nec, 1, MAX_NEC)
-        self.sweep = nec_sweep(self.features, tuple(necs) + (nec,), DistillConfig(), progress=progress)
+        targets = tuple(sorted({*necs, nec}))
+        key = (self.features.fingerprint, targets, json.dumps(DistillConfig().to_dict(), sort_keys=True))
+        self.sweep = self.shared.get("sweep", key, lambda: nec_sweep(self.features, targets, DistillConfig(),
+                                                                     progress=progress))
         self.pick(nec)
 
     def pick(self, nec: int) -> None:
@@ -166,21 +209,45 @@ class Workspace:
         if self.concept is None or self.class_id is None:
             self.select_strongest()
 
-    def require(self, what: str) -> None:
-        """Raise a clear error when a step is missing."""
-        missing = {"features": self.features is None, "sweep": not self.sweep, "session": self.session is None,
-                   "selection": self.concept is None or self.class_id is None}[what]
-        if missing:
-            message = {"features": "Load a teacher and a dataset first.", "sweep": "Distil a student first.",
-                       "session": "Distil a student first.",
-                       "selection": "Select a concept and a class first (click a cell of the heatmap)."}[what]
-            raise ConfigError(message)
+    # -- what the views show, derived once per student state ------------------------------------------
+    def _derived(self, name: str, compute):
+        """``compute()`` cached on the current student state (states never change)."""
+        cache = self.session.state.cache
+        if name not in cache:
+            cache[name] = compute()
+        return cache[name]
+
+    def influence(self) -> np.ndarray:
+        """Influence (C, K) of each concept on each class (weight x mean presence on the class's images)."""
+        self.require("session")
+        presence = self.shared.get("derived", ("class_presence", self.features.fingerprint),
+                                   lambda: class_presence(self.features, self.session.initial))
+        return self._derived("influence", lambda: self.session.weight * presence)
+
+    def evaluation(self) -> Metrics:
+        """The current student's full metrics on the evaluation rows."""
+        self.require("session")
+        return self._derived("evaluation", self.session.evaluate)
+
+    def disagreement_subsets(self) -> list[dict]:
+        """Where the student and the teacher differ on the validation images, largest group first."""
+        self.require("session")
+        rows = np.nonzero(self.features.is_val)[0]
+        return self._derived("subsets", lambda: disagreement_subsets(self.features, self.session.student, rows))
+
+    def subset_positions(self) -> np.ndarray | None:
+        """Positions of the opened disagreement subset, for the current student (None when none is open)."""
+        if self.subset is None or self.session is None:
+            return None
+        group = next((g for g in self.disagreement_subsets() if (g["teacher"], g["student"]) == self.subset), None)
+        return group["positions"] if group is not None else np.zeros(0, dtype=np.int64)
+
+    def concept_images(self, concept: int) -> np.ndarray:
+        """Positions of the images where ``concept`` is most present (the same for every student)."""
+        return self.shared.get("derived", ("images", self.features.fingerprint, int(concept)),
+                               lambda: images_with_concept(self.features, int(concept), CONCEPT_IMAGES))
 
     # -- selection ------------------------------------------------------------------------------------
-    def influence(self) -> np.ndarray:
-        self.require("session")
-        return concept_influence(self.features, self.session.student)
-
     def select_strongest(self) -> None:
         """Select the (concept, class) with the largest |influence|."""
         influence = self.influence()
@@ -191,6 +258,8 @@ class Workspace:
         """Select a (concept, class) by name; an unknown name changes nothing."""
         self.require("session")
         concept_id, class_id = self.session.concept_id(concept), self.session.class_id(class_name)
+        if concept_id != self.concept:
+            self.image = None
         self.concept, self.class_id = concept_id, class_id
 
     def heatmap_order(self, n: int, sort: str = "any class") -> list[int]:
@@ -207,14 +276,16 @@ class Workspace:
         order = self.heatmap_order(n, sort)
         row = check_integer("heatmap row", row, 0, len(order) - 1)
         col = check_integer("heatmap column", col, 0, len(self.session.class_names))
-        self.concept, self.image = order[row], None
+        if order[row] != self.concept:
+            self.image = None
+        self.concept = order[row]
         if col >= 1:
             self.class_id = col - 1
 
     def open_concept_image(self, index: int) -> None:
         """Show the ``index``-th image of the selected concept's gallery (its most present images)."""
         self.require("selection")
-        positions = images_with_concept(self.features, self.concept, CONCEPT_IMAGES)
+        positions = self.concept_images(self.concept)
         self.image = int(positions[check_integer("image", index, 0, len(positions) - 1)])
 
     def open_subset(self, index: int) -> None:
@@ -222,16 +293,64 @@ class Workspace:
         subsets = self.disagreement_subsets()
         if not subsets:
             raise ConfigError("The student agrees with the teacher on every validation image: no subset to open.")
-        self.subset = subsets[check_integer("subset", index, 0, len(subsets) - 1)]["positions"]
+        group = subsets[check_integer("subset", index, 0, len(subsets) - 1)]
+        self.subset = (group["teacher"], group["student"])
 
-    def disagreement_subsets(self) -> list[dict]:
-        """Where the student and the teacher differ on the validation images, largest group first."""
+    def image_of(self, position: int) -> Image.Image | None:
+        """The dataset image at a FeatureSet position (None when the features came without their images)."""
+        return None if self.source is None else self.source.images([int(position)])[0]
+
+    # -- new concepts, scored without an image pass ----------------------------------------------------
+    @property
+    def can_add_concepts(self) -> bool:
+        """Whether the features kept their region embeddings and the encoder is at hand."""
+        return (self.features is not None and self.encoder is not None
+                and getattr(self.features, "region_embeddings", None) is not None)
+
+    def add_concepts(self, text: str) -> list[str]:
+        """Add concepts (comma-separated) to the features, scored on the kept regions (text tower only, no
+        image pass), and to every student (weight 0, so nothing it predicts changes; each session's log is
+        re-run on the wider features, exactly). Selects the first one, so that its images show and it can be
+        tuned. Returns the concepts added (ones already there are just selected)."""
         self.require("session")
-        return disagreement_subsets(self.features, self.session.student, np.nonzero(self.features.is_val)[0])
+        names = [t.strip() for t in str(text or "").replace("\n", ",").split(",") if t.strip()]
+        if not names:
+            raise ConfigError("Type a concept to add (several: comma-separated).")
+        if not self.can_add_concepts:
+            raise ConfigError("These features were extracted without their region embeddings (or without the "
+                              "encoder), so a concept cannot be added without a new image pass: add it to your "
+                              "concepts and Load again.")
+        before = self.features.num_concepts
+        features = self.features.with_concepts(names, self.encoder)
+        added = list(features.concepts[before:])
+        if added:
+            self._widen(features)
+            self.added_concepts = [*self.added_concepts, *added]
+        first = self.session.concept_id(added[0] if added else names[0])
+        self.concept, self.image = first, None
+        return added
 
-    def image_of(self, position: int) -> Image.Image:
-        """The dataset image at a FeatureSet position."""
-        return self.source.images([int(position)])[0]
+    def _widen(self, features: FeatureSet) -> None:
+        """Move the sweep and every session of the current features onto ``features`` (more concepts)."""
+        old, train = self.features.fingerprint, ~features.is_val
+        mean, std = standardisation(features.concept_scores[train][:, self.features.num_concepts:])
+
+        def widen(student):
+            k = features.num_concepts - student.weight.shape[1]
+            return student.copy(weight=np.pad(student.weight, ((0, 0), (0, k))),
+                                score_mean=np.concatenate([student.score_mean, mean]),
+                                score_std=np.concatenate([student.score_std, std]),
+                                weight_std=None if student.weight_std is None else np.pad(student.weight_std,
+                                                                                            ((0, 0), (0, k))))
+
+        self.sweep = [SweepPoint(p.nec_target, widen(p.student), p.metrics) for p in self.sweep]
+        for (fingerprint, nec), session in list(self.sessions.items()):
+            if fingerprint == old:
+                wider = TuningSession(features, widen(session.initial), label_weight=session.log[0].params["label_weight"])
+                wider.rerun(session.log[1:])
+                self.sessions[(features.fingerprint, nec)] = wider
+                del self.sessions[(fingerprint, nec)]
+        self.features = features
 
     # -- tuning ---------------------------------------------------------------------------------------
     def edit(self, action: str, factor: float | None = None) -> Edit:
@@ -244,16 +363,27 @@ class Workspace:
                     factor if action.scales else None)
 
     def preview(self, action: str, factor: float | None = None) -> Preview:
-        edit = self.edit(action, factor)
+        edit = self.edit(action, factor)  # checks that there is a session first
         return self.session.preview(edit, refit=True)
 
     def apply(self, action: str, factor: float | None = None) -> LogEntry:
         edit = self.edit(action, factor)
         return self.session.apply(edit)
 
-    def import_log(self, path: str | os.PathLike, keep_dir: str | os.PathLike | None = None) -> Path | None:
+    def blend(self, alpha: float) -> LogEntry:
+        self.require("session")
+        return self.session.set_label_weight(check_number("alpha", alpha, 0.0, 1.0))
+
+    def move(self, which: str, step: int | None = None) -> LogEntry:
+        """Undo, redo, or jump to ``step`` of the log."""
+        self.require("session")
+        if which == "jump":
+            return self.session.jump(check_integer("step", step, 0))
+        return self.session.undo() if which == "undo" else self.session.redo()
+
+    def import_log(self, path: str | os.PathLike) -> Path | None:
         """Replay a log (recorded on these features) as the session of its student's NEC target. A session
-        with edits that it replaces is exported first, to a file in ``keep_dir`` whose path is returned."""
+        with edits that it replaces is exported first, into the session folder, whose path is returned."""
         self.require("features")
         session = TuningSession.replay(self.features, path, strict=False)
         nec = session.initial.config.nec or int(round(session.initial.nec))
@@ -261,10 +391,10 @@ class Workspace:
         kept = None
         previous = self.sessions.get(key)
         if previous is not None and len(previous.log) > 1:
-            folder = Path(keep_dir or tempfile.mkdtemp(prefix="infincond-replaced-"))
-            kept = folder / f"replaced-tuning-log-nec{nec}-{uuid.uuid4().hex[:6]}.json"
+            kept = self.folder / "replaced-logs" / f"tuning-log-nec{nec}-{uuid.uuid4().hex[:6]}.json"
             previous.export_log(kept)
         self.sessions[key] = session
+        self._saved.pop(key, None)
         self.nec, self.image, self.subset = nec, None, None
         if self.concept is None or self.class_id is None:
             self.select_strongest()
@@ -277,7 +407,7 @@ class Workspace:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Save the student into ``folder`` (new, empty, or holding a previous student, replaced whole):
-        weights, config, concepts, metrics, tuning log and model card."""
+        weights, config, metrics, tuning log and model card."""
         folder = Path(folder).expanduser()
         self.concept_student().save_pretrained(folder)
         return folder
@@ -294,10 +424,61 @@ class Workspace:
         return target
 
     def push(self, repo_id: str, token: str | None, private: bool = False) -> str:
-        """Push the student to the Hub (one commit: weights, config, concepts, metrics, tuning log and model
-        card); returns the repo URL."""
+        """Push the student to the Hub (one commit: weights, config, metrics, tuning log and model card);
+        returns the repo URL."""
         repo_id = check_repo_id(repo_id)
         if not token:
             raise ConfigError("No Hugging Face token: set HF_TOKEN, or sign in with Hugging Face on a Space.")
         info = self.concept_student().push_to_hub(repo_id, private=private, token=token)
         return str(info.repo_url)
+
+    # -- autosave and restore -------------------------------------------------------------------------
+    @property
+    def folder(self) -> Path:
+        """This session's folder under the cache (autosave, saved students, kept logs)."""
+        return autosave.session_folder(self.cache_dir, self.id)
+
+    def autosave(self) -> None:
+        """Write what changed since the last autosave: where the session stands, and every log that grew.
+        Workspaces built from bare features (no settings to reload them by) are not autosaved."""
+        if self.settings is None or self.features is None:
+            return
+        selection = None
+        if self.session is not None and self.concept is not None and self.class_id is not None:
+            selection = (self.session.concepts[self.concept], self.session.class_names[self.class_id])
+        autosave.write_state(self.folder, self.settings, self.nec, selection, self.added_concepts)
+        for key, session in self.sessions.items():
+            if len(session.log) > 1 and self._saved.get(key) != len(session.log):
+                autosave.write_log(self.folder, key[0], key[1], log_text(session.export_log()))
+                self._saved[key] = len(session.log)
+
+    def restore(self, saved: autosave.Autosave, progress: bool = True) -> int:
+        """Bring back an autosaved session: load its data (features from the cache), distil, replay each
+        tuned student's log, and select what was selected. Returns how many actions were replayed."""
+        self.load(LoadSettings(**saved.settings), progress=progress)
+        if saved.added_concepts:
+            self.distill(saved.nec or DistillConfig().nec, progress=progress)
+            self.add_concepts(", ".join(saved.added_concepts))
+        mine = {nec: path for (fingerprint, nec), path in saved.logs.items() if fingerprint == self.features.fingerprint}
+        nec = saved.nec or next(iter(mine), DistillConfig().nec)
+        self.distill(nec, DEFAULT_SWEEP + tuple(mine), progress=progress)
+        replayed = 0
+        for log_nec, path in mine.items():
+            session = TuningSession.replay(self.features, path)
+            self.sessions[(self.features.fingerprint, log_nec)] = session
+            self._saved[(self.features.fingerprint, log_nec)] = len(session.log)
+            replayed += len(session.log) - 1
+        self.pick(nec)
+        if saved.selection:
+            with contextlib.suppress(ConfigError):  # a concept that is gone keeps the default selection
+                self.select(*saved.selection)
+        return replayed
+
+    def describe_autosave(self, saved: autosave.Autosave) -> str:
+        """One line about an autosaved session, for the restore prompt."""
+        data = saved.settings.get("dataset", "?")
+        return (f"A session of yours was saved at {saved.saved_at.replace('T', ' ')} UTC: `{data}`, "
+                f"{saved.edits} tuning action(s). Restore it?")
+
+    def settings_dict(self) -> dict:
+        return asdict(self.settings) if self.settings else {}

@@ -1,0 +1,84 @@
+"""A session's work, saved after every action so that a browser reload or a server restart loses nothing:
+what was loaded (the settings), which student is being tuned, the selection, and each tuned student's
+whole log. Files are written atomically under ``<cache>/sessions/<session id>/``; restoring replays the
+logs on the same features (read from the feature cache, no image pass)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..features import default_cache_dir
+from ..storage import atomic_write_text, storage_errors
+from ..tuning.log import read_log
+
+VERSION = 1
+_SESSION_ID = re.compile(r"[0-9a-f]{12,32}")
+
+
+def check_session_id(session_id: object) -> str:
+    """A session id is lowercase hex (it names a folder, so nothing else may pass)."""
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+        raise ConfigError(f"{session_id!r} is not a session id (12 to 32 lowercase hex digits).")
+    return session_id
+
+
+def session_folder(cache_dir: str | os.PathLike | None, session_id: str) -> Path:
+    """Where a session's autosave, saved students and kept logs live."""
+    return Path(cache_dir or default_cache_dir()) / "sessions" / check_session_id(session_id)
+
+
+@dataclass
+class Autosave:
+    """What a restore needs: the load settings (as a dict), the tuned student's NEC, the selected concept
+    and class (names), when it was saved, and the log files by (features fingerprint, NEC)."""
+
+    settings: dict
+    nec: int | None
+    selection: tuple[str, str] | None
+    saved_at: str
+    logs: dict[tuple[str, int], Path]
+    added_concepts: list[str]
+
+    @property
+    def edits(self) -> int:
+        """Actions recorded over every log (each log's first entry is the distilled student)."""
+        return sum(len(read_log(path)["entries"]) - 1 for path in self.logs.values())
+
+
+def write_state(folder: Path, settings, nec: int | None, selection: tuple[str, str] | None,
+                added_concepts: list[str]) -> None:
+    """Save what was loaded (and the concepts added since) and where the session stands (not the logs)."""
+    data = {"version": VERSION, "settings": asdict(settings), "nec": nec, "added_concepts": list(added_concepts),
+            "selection": list(selection) if selection else None,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_text(folder / "session.json", json.dumps(data, indent=1))
+
+
+def write_log(folder: Path, fingerprint: str, nec: int, log_text: str) -> None:
+    """Save one tuned student's log (already JSON text)."""
+    atomic_write_text(folder / "logs" / f"{fingerprint}-nec{nec}.json", log_text)
+
+
+def read(folder: Path) -> Autosave | None:
+    """The autosave in ``folder``, or None when there is none (or it is from another version)."""
+    path = folder / "session.json"
+    if not path.is_file():
+        return None
+    with storage_errors("read the autosaved session", path):
+        data = json.loads(path.read_text())
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        return None
+    logs = {}
+    for file in sorted((folder / "logs").glob("*-nec*.json")):
+        fingerprint, _, nec = file.stem.rpartition("-nec")
+        if nec.isdigit():
+            logs[(fingerprint, int(nec))] = file
+    selection = tuple(data["selection"]) if data.get("selection") else None
+    return Autosave(data["settings"], data.get("nec"), selection, data.get("saved_at", ""), logs,
+                    list(data.get("added_concepts") or []))
