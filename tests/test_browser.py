@@ -7,11 +7,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 from huggingface_hub import hf_hub_download
 
+from infincond.ui import WorldJob, build_app, launch_kwargs
+
+from .conftest import _free_port
 from .test_app import running_app
 
 CHROMIUM = os.environ.get("INFINCOND_CHROMIUM", "/usr/bin/chromium")
@@ -111,3 +115,40 @@ def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path, hub, monkeypa
     assert pushed["entries"] == saved_log["entries"]
     for view in VIEWS:
         assert (artifacts / f"{view}.png").stat().st_size > 5_000
+
+
+def test_the_page_opens_while_the_world_builds(world):
+    """A stand-in for a slow first build: the page is served at once, shows the build's progress and keeps
+    Load disabled; when the world is ready, the fields fill in and Load opens."""
+    release = threading.Event()
+
+    def slow_build(on_progress):
+        for i in range(600):
+            on_progress("encoder: image tower", i / 1200, 90.0)
+            if release.wait(0.1):
+                break
+        return world
+
+    job = WorldJob(samples=100, load=slow_build)
+    demo = build_app(world=job)
+    port = _free_port()
+    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            status = page.locator("#build-status")
+            expect(status).to_contain_text("Building the offline Shapes world", timeout=30_000)
+            expect(status).to_contain_text("encoder: image tower")
+            expect(status).to_contain_text("s left")
+            load = page.get_by_role("button", name="Load", exact=True)
+            assert load.is_disabled() and not job.done
+            release.set()
+            expect(load).to_be_enabled(timeout=30_000)
+            teacher = page.get_by_label("Teacher (repo id or path)")
+            expect(teacher).to_have_value(str(world.teacher), timeout=10_000)
+            browser.close()
+    finally:
+        release.set()
+        demo.close()

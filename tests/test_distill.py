@@ -3,7 +3,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infincond import ConfigError, ConstraintError, Constraints, ConvergenceWarning, DistillConfig, distill, evaluate, fit
+from infincond import (
+    ConfigError,
+    ConstraintError,
+    Constraints,
+    ConvergenceWarning,
+    DistillConfig,
+    distill,
+    evaluate,
+    fit,
+)
 from infincond.distill import Refitter, fit_sweep
 from infincond.testing import planted_problem
 
