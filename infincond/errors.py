@@ -25,3 +25,7 @@ class ConstraintError(InfinconError):
 
 class HubError(InfinconError):
     """The Hub refused a request (bad token, no access, missing repo) or could not be reached."""
+
+
+class ExtractionError(InfinconError):
+    """The image pass failed in a way settings can fix (an input worker died, the GPU ran out of memory)."""

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .concepts.encoder import ConceptEncoder
-from .concepts.presence import box_on_image, concept_presence
+from .concepts.presence import box_on_image, concept_presence, stored_regions
 from .data import to_rgb
 from .distill import DistillConfig, LinearStudent, softmax
 from .errors import ConfigError, LoadError
@@ -231,7 +231,7 @@ class ConceptStudent(
     def concept_scores(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """Presence scores (B, K) and arg-max regions (B, K) of the student's concepts in raw images."""
         regions = self.encoder.encode_regions([to_rgb(im) for im in images])
-        scores, best = concept_presence(regions.embeddings, self.concept_embeddings)
+        scores, best = concept_presence(stored_regions(regions.embeddings), self.concept_embeddings)
         return scores.cpu().numpy(), best.cpu().numpy()
 
     @torch.inference_mode()

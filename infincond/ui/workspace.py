@@ -139,8 +139,10 @@ class Workspace:
         self.class_id = self.session.class_id(class_name)
 
     def image_of(self, position: int) -> Image.Image:
-        """The dataset image at a FeatureSet position."""
-        return self.source.images([int(position)])[0]
+        """The dataset image at a FeatureSet position (mapped through the image ids: rows whose image could
+        not be read are not in the FeatureSet)."""
+        sample_position = int(np.searchsorted(self.source.image_ids, self.features.image_ids[int(position)]))
+        return self.source.images([sample_position])[0]
 
     # -- tuning ---------------------------------------------------------------------------------------
     def edit(self, action: str, factor: float | None = None) -> Edit:
