@@ -1,8 +1,9 @@
-"""Command line: ``infincond distill | example | demo | push | space deploy`` (``infincond -h``)."""
+"""Command line: ``infincond extract | distill | example | demo | push | space deploy`` (``infincond -h``)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,19 +11,14 @@ from pathlib import Path
 from .errors import InfinconError
 
 
-def _add_distill(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("distill", help="Distil a teacher into a concept student and save it.")
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    """The options ``extract`` and ``distill`` share: what to extract from and how (one cache key)."""
     p.add_argument("--teacher", required=True, help="Hub repo id or local folder of an image classifier.")
     p.add_argument("--dataset", required=True, help="Hub dataset id, image folder, data file or save_to_disk folder.")
     p.add_argument("--encoder", required=True, help="Hub repo id or local folder of a CLIP-style dual encoder.")
-    p.add_argument("--out", required=True, help="Folder to write the student into.")
     p.add_argument("--corpus", default=None, help="Concept file (one per line); default: the built-in corpus.")
     p.add_argument("--extra-concepts", default=None, help="Comma-separated concepts added to the corpus.")
     p.add_argument("--samples", type=int, default=1000, help="Images to sample (default 1000; 0 = all).")
-    p.add_argument("--nec", type=int, default=5, help="Effective concepts per class (default 5).")
-    p.add_argument("--method", choices=("kd", "bce_ensemble"), default="kd")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--ensemble", type=int, default=None, help="Bootstrap members (default 1 for kd, 20 for bce).")
     p.add_argument("--config", dest="config_name", default=None, help="Dataset configuration name.")
     p.add_argument("--split", default=None, help="Dataset split (default: train, else the first).")
     p.add_argument("--image-column", default="auto")
@@ -32,17 +28,22 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", default="a photo of {}.")
     p.add_argument("--region-mode", choices=("auto", "dense", "grid", "whole"), default="auto")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=None, help="Input workers (default: one per core; 0 = none).")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto: bf16 autocast on GPUs that support it, fp16 on other GPUs, fp32 on the CPU.")
+    p.add_argument("--shard-size", type=int, default=1024, help="Images per shard written (a run resumes after the last).")
+    p.add_argument("--keep-regions", action=argparse.BooleanOptionalAction, default=None,
+                   help="Keep region embeddings to add concepts later without an image pass (default: below 4 GiB).")
+    p.add_argument("--draft", action="store_true", help="Decode large JPEGs at a reduced DCT scale (faster, not bit-exact).")
     p.add_argument("--cache-dir", default=None, help="Feature cache (default $INFINCOND_CACHE or ~/.cache/infincond).")
-    p.add_argument("--device", default=None)
-    p.set_defaults(func=_distill)
 
 
-def _distill(args: argparse.Namespace) -> int:
+def _inputs(args: argparse.Namespace):
+    """(corpus, DataConfig, ExtractConfig) from the shared options."""
     from .concepts.corpus import ConceptCorpus
     from .data import DataConfig
-    from .distill import DistillConfig
     from .features import ExtractConfig
-    from .pipeline import run_distillation
 
     corpus = ConceptCorpus.resolve(args.corpus)
     if args.extra_concepts:
@@ -50,12 +51,56 @@ def _distill(args: argparse.Namespace) -> int:
     data = DataConfig(dataset=args.dataset, config_name=args.config_name, split=args.split,
                       image_column=args.image_column, label_column=args.label_column,
                       samples=args.samples or None, val_fraction=args.val_fraction, seed=args.seed)
+    extract = ExtractConfig(template=args.template, region_mode=args.region_mode, batch_size=args.batch_size,
+                            num_workers=args.num_workers, device=args.device, precision=args.precision,
+                            shard_size=args.shard_size, keep_regions=args.keep_regions, draft=args.draft)
+    return corpus, data, extract
+
+
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="Extract concept scores and teacher logits into the feature cache.",
+                       description="Extract concept scores and teacher logits into the feature cache (what "
+                                   "`distill` with the same options reuses). Several processes: "
+                                   "accelerate launch -m infincond extract ...")
+    _add_inputs(p)
+    p.set_defaults(func=_extract)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from .pipeline import load_and_extract
+
+    corpus, data, extract = _inputs(args)
+    *_, features = load_and_extract(args.teacher, data, args.encoder, corpus, extract=extract, cache_dir=args.cache_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        failed = features.provenance.get("n_failed", 0)
+        regions = "kept" if features.region_embeddings is not None else "not kept"
+        print(f"Features: {len(features.image_ids)} images x {features.num_concepts} concepts, "
+              f"{features.num_classes} classes (regions {regions}; {failed} unreadable images left out)")
+        print(f"Features written to {features.folder}")
+    return 0
+
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="Distil a teacher into a concept student and save it.")
+    _add_inputs(p)
+    p.add_argument("--out", required=True, help="Folder to write the student into.")
+    p.add_argument("--nec", type=int, default=5, help="Effective concepts per class (default 5).")
+    p.add_argument("--method", choices=("kd", "bce_ensemble"), default="kd")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--ensemble", type=int, default=None, help="Bootstrap members (default 1 for kd, 20 for bce).")
+    p.set_defaults(func=_distill)
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from .distill import DistillConfig
+    from .pipeline import run_distillation
+
+    corpus, data, extract = _inputs(args)
     run = run_distillation(
-        args.teacher, data, args.encoder, corpus,
-        extract=ExtractConfig(template=args.template, region_mode=args.region_mode, batch_size=args.batch_size),
+        args.teacher, data, args.encoder, corpus, extract=extract,
         distill_config=DistillConfig(method=args.method, nec=args.nec, temperature=args.temperature,
                                      ensemble=args.ensemble, seed=args.seed),
-        cache_dir=args.cache_dir, device=args.device,
+        cache_dir=args.cache_dir,
     )
     out = Path(args.out)
     run.student.save_pretrained(out)
@@ -185,6 +230,7 @@ def _space_deploy(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infincond", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_extract(sub)
     _add_distill(sub)
     _add_example(sub)
     _add_demo(sub)
