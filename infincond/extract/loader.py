@@ -120,13 +120,13 @@ class ImageBatches(torch.utils.data.Dataset):
             return None
         return max(s[0] for s in sizes), max(s[1] for s in sizes)
 
-    def _prepare(self, value: object) -> list[torch.Tensor]:
+    def _prepare(self, value: object) -> list[np.ndarray]:
         image, original, box = decode_image(value, self._needed if self.draft else None, self.mode)
-        done: dict[ImagePlan, torch.Tensor] = {}
+        done: dict[ImagePlan, np.ndarray] = {}
         out = []
         for model_input in self.inputs:
             if model_input.grid_size:
-                out.append(torch.stack([model_input.plan.pixels(view) for view in image_views(image, model_input.grid_size)]))
+                out.append(np.stack([model_input.plan.pixels(view) for view in image_views(image, model_input.grid_size)]))
                 continue
             if model_input.plan not in done:  # two models with the same plan share the work
                 done[model_input.plan] = model_input.plan.pixels(image, original, box)[None]
@@ -137,7 +137,7 @@ class ImageBatches(torch.utils.data.Dataset):
         positions = self.batches[index]
         values = self.table[self.rows[positions].tolist()][self.column]
         kept: list[int] = []
-        per_input: list[list[torch.Tensor]] = [[] for _ in self.inputs]
+        per_input: list[list[np.ndarray]] = [[] for _ in self.inputs]
         failed: list[tuple[int, str]] = []
         for position, value in zip(positions.tolist(), values, strict=True):
             try:
@@ -148,7 +148,8 @@ class ImageBatches(torch.utils.data.Dataset):
             kept.append(position)
             for bucket, tensor in zip(per_input, prepared, strict=True):
                 bucket.append(tensor)
-        pixels = [torch.cat(bucket) if bucket else torch.empty(0) for bucket in per_input]
+        # numpy, not torch.cat: one thread, no intra-op thread pool contending with the other workers
+        pixels = [torch.from_numpy(np.concatenate(bucket)) if bucket else torch.empty(0) for bucket in per_input]
         return {"index": index, "positions": torch.tensor(kept, dtype=torch.int64), "pixels": pixels, "failed": failed}
 
 

@@ -83,20 +83,20 @@ class ImagePlan:
         return (a, new_long) if width <= height else (new_long, a)
 
     def pixels(self, image: Image.Image, original_size: tuple[int, int] | None = None,
-               box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+               box: tuple[float, float, float, float] | None = None) -> np.ndarray:
         """Pixels of one RGB image: uint8 (3, H, W) for a fast plan, float32 for a processor plan.
 
         A JPEG decoded in draft mode is smaller than the original: ``original_size`` (width, height) is the
         original's, from which the output size is computed, and ``box`` the area of ``image`` it covers."""
         if not self.fast:
-            return self.processor(images=[image], return_tensors="pt")["pixel_values"][0].float()
+            return np.asarray(self.processor(images=[image], return_tensors="np")["pixel_values"][0], dtype=np.float32)
         if self.resize is not None:
             target = self.resized_size(*(original_size or image.size))
             image = image.resize(target, resample=self.resample, box=box)
         array = np.asarray(image)
         for height, width in self.crops:
             array = centre_crop(array, height, width)
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixel values (B, 3, H, W) float32 from what :meth:`pixels` gave, stacked (on any device)."""
@@ -108,7 +108,7 @@ class ImagePlan:
 
     def __call__(self, images: Sequence[Image.Image], device: str | torch.device = "cpu") -> torch.Tensor:
         """Pixel values (B, 3, H, W) float32 on ``device`` for RGB images (the inference path)."""
-        stacked = torch.stack([self.pixels(image) for image in images])
+        stacked = torch.from_numpy(np.stack([self.pixels(image) for image in images]))
         return self.normalise(stacked.to(device))
 
     def needed_size(self, width: int, height: int) -> tuple[int, int] | None:
