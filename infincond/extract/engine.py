@@ -10,6 +10,7 @@ import tempfile
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,7 +107,9 @@ def _compute(store: ShardStore, todo: list[int], source: ImageSource, teacher: T
     columns = _columns(meta, keep_regions)
     concept_embeddings = torch.from_numpy(np.asarray(meta.concept_embeddings)).to(device)
     left, parts, failed = Counter(owner), defaultdict(list), defaultdict(list)
-    with torch.inference_mode():
+    # Shards are written by one background thread (the forward passes go on meanwhile), at most two behind.
+    with torch.inference_mode(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+        pending: list[Future] = []
         for item in _batches(loader):
             shard = owner[item["index"]]
             if len(item["positions"]):
@@ -115,8 +118,13 @@ def _compute(store: ShardStore, todo: list[int], source: ImageSource, teacher: T
             failed[shard] += item["failed"]
             left[shard] -= 1
             if left[shard] == 0:
-                store.write(shard, _join(parts.pop(shard, []), columns), failed.pop(shard, []))
+                pending.append(writer.submit(store.write, shard, _join(parts.pop(shard, []), columns),
+                                             failed.pop(shard, [])))
+                while len(pending) > 2 or (pending and pending[0].done()):
+                    pending.pop(0).result()  # re-raises a failed write here
             bar.update(len(item["positions"]) + len(item["failed"]))
+        for future in pending:
+            future.result()
 
 
 def _assemble(store: ShardStore, meta: FeatureSet, final: Path, run: dict, keep_regions: bool) -> None:
