@@ -23,6 +23,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -139,6 +140,19 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the input workers), user + system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed_cpu(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of fn()."""
+    cpu = cpu_seconds()
+    wall = timed(fn)
+    return wall, cpu_seconds() - cpu
+
+
 def config_of(args: argparse.Namespace, **overrides) -> ExtractConfig:
     settings = {"batch_size": args.batch_size, "num_workers": args.num_workers, "device": args.device,
                 "precision": args.precision, "shard_size": args.shard_size, **overrides}
@@ -152,17 +166,20 @@ def input_pipeline(args: argparse.Namespace, work: Path, dataset: Path, clip: Pa
     encoder = ConceptEncoder.from_pretrained(str(clip), device=device)
     corpus = ConceptCorpus.from_list(CONCEPTS)
     concept_embeddings = encoder.encode_text(corpus.prompts())
-    old, new = [], []
-    for repeat in range(args.repeats):
-        old.append(timed(lambda: old_loop(source, teacher, encoder, concept_embeddings, args.batch_size)))
-        cache = work / f"cache-pipeline-{repeat}"
-        new.append(timed(lambda c=cache: extract_features(source, teacher, encoder, corpus, config_of(args), cache_dir=c,
-                                                          progress=False)))
-    features = extract_features(source, teacher, encoder, corpus, config_of(args), cache_dir=work / "cache-pipeline-0",
-                                progress=False)
+    runs = {"old": [], "engine": [], "engine, 0 workers": []}
+    for repeat in range(args.repeats):  # interleaved, the median kept
+        runs["old"].append(timed_cpu(lambda: old_loop(source, teacher, encoder, concept_embeddings, args.batch_size)))
+        for name, workers in (("engine", args.num_workers), ("engine, 0 workers", 0)):
+            cache = work / f"cache-pipeline-{workers}-{repeat}"
+            config = config_of(args, num_workers=workers)
+            runs[name].append(timed_cpu(lambda c=cache, k=config: extract_features(source, teacher, encoder, corpus, k,
+                                                                                   cache_dir=c, progress=False)))
+    features = extract_features(source, teacher, encoder, corpus, config_of(args),
+                                cache_dir=work / f"cache-pipeline-{args.num_workers}-0", progress=False)
     n = len(source)
-    return {"images": n, "old": n / statistics.median(old), "new": n / statistics.median(new),
-            "runtime": features.provenance["runtime"]}
+    rates = {name: n / statistics.median(w for w, _ in times) for name, times in runs.items()}
+    cpu_ms = {name: 1000 * statistics.median(c for _, c in times) / n for name, times in runs.items()}
+    return {"images": n, "rates": rates, "cpu_ms": cpu_ms, "runtime": features.provenance["runtime"]}
 
 
 def real_shaped(args: argparse.Namespace, work: Path, dataset: Path) -> dict:
@@ -187,16 +204,18 @@ def real_shaped(args: argparse.Namespace, work: Path, dataset: Path) -> dict:
             torch.cuda.synchronize()
 
     forward_only()  # warm-up
-    forward = timed(forward_only)
+    forward = [timed(forward_only)]
     end_to_end = timed(lambda: extract_features(source, teacher, encoder, corpus, config, cache_dir=work / "cache-real",
                                                 progress=False))
+    forward.append(timed(forward_only))  # before and after: the machine may be shared
     features = extract_features(source, teacher, encoder, corpus, config, cache_dir=work / "cache-real", progress=False)
+    features.with_concepts(NEW_CONCEPTS[:1], encoder)  # warm-up of the text tower
     added = timed(lambda: features.with_concepts(NEW_CONCEPTS, encoder))
     again = timed(lambda: extract_features(source, teacher, encoder, corpus + NEW_CONCEPTS, config,
                                            cache_dir=work / "cache-real-again", progress=False))
     n = len(source)
     batches = -(-n // len(images))
-    return {"images": n, "forward": batches * len(images) / forward, "end_to_end": n / end_to_end,
+    return {"images": n, "forward": [batches * len(images) / f for f in forward], "end_to_end": n / end_to_end,
             "with_concepts_s": added, "reextract_s": again, "runtime": features.provenance["runtime"]}
 
 
@@ -234,17 +253,13 @@ def interruption(args: argparse.Namespace, work: Path, dataset: Path, clip: Path
     cache = work / "cache-killed"
     start = time.perf_counter()
     process = child(cache)
-    while process.poll() is None and len(list(cache.glob("features/*.partial/shard-*.npz"))) < n_shards // 2:
-        time.sleep(0.01)
+    time.sleep(full["startup"] + full["extract"] / 2)  # half-way through the image pass, wherever a shard stands
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_after = time.perf_counter() - start
     written = len(list(cache.glob("features/*.partial/shard-*.npz")))
-    resumed_start = time.perf_counter()
     resumed = finish(child(cache))
-    resumed_total = time.perf_counter() - resumed_start
-    return {"shards": n_shards, "written": written, "full": full, "killed_after": killed_after, "resumed": resumed,
-            "resumed_total": resumed_total}
+    return {"shards": n_shards, "written": written, "full": full, "killed_after": killed_after, "resumed": resumed}
 
 
 def main() -> None:
@@ -269,27 +284,33 @@ def main() -> None:
           f"device: {args.device}, precision: {args.precision}, workers: {args.num_workers or 'default'}")
 
     pipeline = input_pipeline(args, work, dataset, clip, vit)
+    rates, cpu_ms = pipeline["rates"], pipeline["cpu_ms"]
     print(f"\n1. Input pipeline, {pipeline['images']} JPEGs 500x375, tiny 224 px models ({pipeline['runtime']})")
-    print(f"   single-threaded loop (datasets decode + both HF processors)  {pipeline['old']:8.1f} img/s")
-    print(f"   engine                                                        {pipeline['new']:8.1f} img/s")
-    print(f"   speed-up                                                      {pipeline['new'] / pipeline['old']:8.2f}x")
+    print(f"   {'':58} {'img/s':>8} {'CPU ms/img':>11} {'speed-up':>9}")
+    labels = {"old": "single-threaded loop (datasets decode + both HF processors)",
+              "engine, 0 workers": "engine, 0 workers (fast plans, main process only)",
+              "engine": f"engine, {pipeline['runtime']['num_workers']} workers"}
+    for name in ("old", "engine, 0 workers", "engine"):
+        print(f"   {labels[name]:58} {rates[name]:8.1f} {cpu_ms[name]:11.2f} {rates[name] / rates['old']:8.2f}x")
 
     if not args.skip_real:
         real = real_shaped(args, work, dataset)
+        forward = statistics.mean(real["forward"])
         print(f"\n2. Real-shaped models (CLIP ViT-B/32 + ViT-B/16), {real['images']} images ({real['runtime']})")
-        print(f"   forward only, preprocessed tensors   {real['forward']:8.2f} img/s")
+        print(f"   forward only, preprocessed tensors   {forward:8.2f} img/s (before {real['forward'][0]:.2f}, "
+              f"after {real['forward'][1]:.2f})")
         print(f"   end-to-end extraction                {real['end_to_end']:8.2f} img/s")
-        print(f"   end-to-end / forward                 {real['end_to_end'] / real['forward']:8.2f}x")
+        print(f"   end-to-end / forward                 {real['end_to_end'] / forward:8.2f}x")
 
     cut = interruption(args, work, dataset, clip, vit)
     full, resumed = cut["full"], cut["resumed"]
     one_shard = full["extract"] / cut["shards"]
-    lost = cut["killed_after"] + resumed["extract"] + resumed["startup"] - full["extract"] - full["startup"]
+    lost = cut["killed_after"] + resumed["startup"] + resumed["extract"] - full["startup"] - full["extract"]
     lost_work = lost - resumed["startup"]
-    print(f"\n3. Interruption at 50% ({args.images} images, {cut['shards']} shards of {args.shard_size}; "
-          f"killed with {cut['written']} written)")
+    print(f"\n3. Interruption at 50% ({args.images} images, {cut['shards']} shards of {args.shard_size}; SIGKILL half-way "
+          f"through the image pass, {cut['written']} shards written)")
     print(f"   uninterrupted: start-up {full['startup']:.2f} s + extraction {full['extract']:.2f} s")
-    print(f"   killed after {cut['killed_after']:.2f} s, resumed: start-up {resumed['startup']:.2f} s + "
+    print(f"   killed after {cut['killed_after']:.2f} s; resumed: start-up {resumed['startup']:.2f} s + "
           f"extraction {resumed['extract']:.2f} s")
     print(f"   time lost {lost:.2f} s, of which restarting the process {resumed['startup']:.2f} s; work lost "
           f"{lost_work:.2f} s = {lost_work / one_shard:.2f} shard(s) of {one_shard:.2f} s")
