@@ -181,6 +181,24 @@ def test_workers_give_the_same_features(source, teacher, encoder, corpus, featur
     assert with_workers.provenance["runtime"]["num_workers"] == 2 and features.region_embeddings is not None
 
 
+def test_grid_regions_and_a_processor_that_runs_itself_through_the_engine(repos, source, teacher, corpus):
+    """Grid crops are views prepared in the workers; an unknown processor runs in the workers."""
+    grid = ConceptEncoder.from_pretrained(repos["clip"], region_mode="grid", grid_size=2, device="cpu")
+    processor = DeiTImageProcessor(size={"height": 40, "width": 40}, crop_size={"height": 32, "width": 32})
+    deit = Teacher(teacher.model, processor, "deit-processor-teacher", "none", teacher.class_names)
+    assert not deit.image_plan.fast
+    got = extract_features(source, deit, grid, corpus, ExtractConfig(num_workers=2, region_mode="grid"),
+                           cache_dir=False, progress=False)
+    images = source.images([3, 4, 5])
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+    np.testing.assert_allclose(got.teacher_logits[3:6], deit.logits_from_pixels(pixels).numpy(), atol=1e-5)
+    regions = grid.encode_regions(images).embeddings
+    assert regions.shape[1] == 5 and got.region_embeddings.shape[1:] == (5, grid.embed_dim)
+    np.testing.assert_allclose(got.region_embeddings[3:6], regions.half().numpy(), atol=1e-3)
+    expected = infincond.concept_presence(regions.half(), grid.encode_text(corpus.prompts()))[0].numpy()
+    np.testing.assert_allclose(got.concept_scores[3:6], expected, atol=1e-5)
+
+
 def test_reduced_precision_agrees_with_fp32(source, teacher, encoder, corpus, features):
     """bf16 autocast: concept scores within 0.02 of fp32 (mean 0.005), teacher logits within 0.02."""
     bf16 = extract_features(source, teacher, encoder, corpus, ExtractConfig(precision="bf16", num_workers=0),

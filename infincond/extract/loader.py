@@ -120,8 +120,8 @@ class ImageBatches(torch.utils.data.Dataset):
             return None
         return max(s[0] for s in sizes), max(s[1] for s in sizes)
 
-    def _prepare(self, value: object) -> list[np.ndarray]:
-        image, original, box = decode_image(value, self._needed if self.draft else None, self.mode)
+    def _prepare(self, decoded: tuple[Image.Image, tuple[int, int], tuple | None]) -> list[np.ndarray]:
+        image, original, box = decoded
         done: dict[ImagePlan, np.ndarray] = {}
         out = []
         for model_input in self.inputs:
@@ -141,12 +141,12 @@ class ImageBatches(torch.utils.data.Dataset):
         failed: list[tuple[int, str]] = []
         for position, value in zip(positions.tolist(), values, strict=True):
             try:
-                prepared = self._prepare(value)
-            except Exception as error:  # noqa: BLE001 - any unreadable image is skipped and reported
+                decoded = decode_image(value, self._needed if self.draft else None, self.mode)
+            except Exception as error:  # noqa: BLE001 - any image that cannot be read is skipped and reported
                 failed.append((position, f"{type(error).__name__}: {error}"))
                 continue
             kept.append(position)
-            for bucket, tensor in zip(per_input, prepared, strict=True):
+            for bucket, tensor in zip(per_input, self._prepare(decoded), strict=True):
                 bucket.append(tensor)
         # numpy, not torch.cat: one thread, no intra-op thread pool contending with the other workers
         pixels = [torch.from_numpy(np.concatenate(bucket)) if bucket else torch.empty(0) for bucket in per_input]
