@@ -3,7 +3,8 @@
 1. Input pipeline (the GPU ceiling): tiny CLIP and ViT models with 224 px inputs and 112 px patches, so
    their forward passes are nearly free, on ImageNet-sized JPEGs (500 x 375, quality 90). Extraction img/s
    of the engine (DataLoader workers, fast plans) against the previous loop: one thread decoding each
-   image with the datasets library and running both Hugging Face image processors, batch after batch.
+   image with the datasets library and running both Hugging Face image processors, batch after batch. On
+   a CPU both sides run the tiny forwards with one intra-op thread (on a GPU they take no CPU thread).
 2. Real-shaped models: a CLIP ViT-B/32 encoder (``CLIPConfig()`` defaults) and a ViT-B/16 teacher
    (``ViTConfig()`` defaults, 10 labels), random weights: forward-only img/s of the two models on
    preprocessed tensors against end-to-end extraction img/s.
@@ -82,19 +83,19 @@ def jpeg_dataset(folder: Path, n: int) -> Path:
 
 
 def tiny_repos(root: Path) -> tuple[Path, Path]:
-    """Tiny CLIP and ViT repos with 224 px inputs and 112 px patches (4 patches: forwards nearly free)."""
+    """Tiny CLIP and ViT repos with 224 px inputs, 112 px patches and width 16 (forwards nearly free)."""
     from infincond.testing import build_tiny_clip
 
-    clip, vit = root / "clip-224", root / "vit-224"
+    clip, vit = root / "clip-224-w16", root / "vit-224-w16"
     if not (clip / "config.json").exists():
-        build_tiny_clip(clip, CONCEPTS + NEW_CONCEPTS, image_size=224, patch_size=112)
+        build_tiny_clip(clip, CONCEPTS + NEW_CONCEPTS, image_size=224, patch_size=112, hidden_size=16, projection_dim=16)
     if not (vit / "config.json").exists():
         from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
         torch.manual_seed(0)
         labels = {"id2label": {i: f"class {i}" for i in range(10)}, "label2id": {f"class {i}": i for i in range(10)}}
-        config = ViTConfig(image_size=224, patch_size=112, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, **labels)
+        config = ViTConfig(image_size=224, patch_size=112, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=32, **labels)
         ViTForImageClassification(config).eval().save_pretrained(vit)
         ViTImageProcessor().save_pretrained(vit)
     return clip, vit
@@ -167,6 +168,11 @@ def input_pipeline(args: argparse.Namespace, work: Path, dataset: Path, clip: Pa
     corpus = ConceptCorpus.from_list(CONCEPTS)
     concept_embeddings = encoder.encode_text(corpus.prompts())
     runs = {"old": [], "engine": [], "engine, 0 workers": []}
+    threads = torch.get_num_threads()
+    if encoder.device.type == "cpu":
+        # One intra-op thread for the tiny forwards on both sides, as on a GPU where they take no CPU threads:
+        # on a shared machine, a pool of 2 stalls every tiny op at its barrier, which is not what is measured.
+        torch.set_num_threads(1)
     for repeat in range(args.repeats):  # interleaved, the median kept
         runs["old"].append(timed_cpu(lambda: old_loop(source, teacher, encoder, concept_embeddings, args.batch_size)))
         for name, workers in (("engine", args.num_workers), ("engine, 0 workers", 0)):
@@ -174,6 +180,7 @@ def input_pipeline(args: argparse.Namespace, work: Path, dataset: Path, clip: Pa
             config = config_of(args, num_workers=workers)
             runs[name].append(timed_cpu(lambda c=cache, k=config: extract_features(source, teacher, encoder, corpus, k,
                                                                                    cache_dir=c, progress=False)))
+    torch.set_num_threads(threads)
     features = extract_features(source, teacher, encoder, corpus, config_of(args),
                                 cache_dir=work / f"cache-pipeline-{args.num_workers}-0", progress=False)
     n = len(source)
@@ -220,7 +227,7 @@ def real_shaped(args: argparse.Namespace, work: Path, dataset: Path) -> dict:
 
 
 CHILD = """
-import json, sys, time
+import json, os, sys, time
 from infincond import ConceptCorpus, ConceptEncoder, DataConfig, ExtractConfig, ImageSource, Teacher, extract_features
 dataset, clip, vit, cache, settings = sys.argv[1:6]
 settings = json.loads(settings)
@@ -229,6 +236,9 @@ source = ImageSource.load(DataConfig(dataset, samples=settings.pop("images")))
 device = None if settings["device"] == "auto" else settings["device"]
 teacher = Teacher.from_pretrained(vit, dataset_label_names=source.label_names, device=device)
 encoder = ConceptEncoder.from_pretrained(clip, device=device)
+log = os.open(sys.argv[6], os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # images forwarded, kept through a SIGKILL
+forward = teacher.logits_from_pixels
+teacher.logits_from_pixels = lambda pixels: (os.write(log, b"%d\\n" % len(pixels)), forward(pixels))[1]
 loaded = time.perf_counter()
 extract_features(source, teacher, encoder, ConceptCorpus.from_list(settings.pop("concepts")), ExtractConfig(**settings),
                  cache_dir=cache, progress=False)
@@ -243,11 +253,15 @@ def interruption(args: argparse.Namespace, work: Path, dataset: Path, clip: Path
 
     def child(cache: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", CHILD, str(dataset), str(clip), str(vit), str(cache),
-                                 json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                 json.dumps(settings), str(cache) + ".forwarded"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     def finish(process: subprocess.Popen) -> dict:
         out, _ = process.communicate()
         return json.loads(out.strip().splitlines()[-1])
+
+    def forwarded(cache: Path) -> int:
+        return sum(int(line) for line in Path(str(cache) + ".forwarded").read_text().split())
 
     full = finish(child(work / "cache-full"))
     cache = work / "cache-killed"
@@ -258,8 +272,10 @@ def interruption(args: argparse.Namespace, work: Path, dataset: Path, clip: Path
     process.wait()
     killed_after = time.perf_counter() - start
     written = len(list(cache.glob("features/*.partial/shard-*.npz")))
+    before_kill = forwarded(cache)
     resumed = finish(child(cache))
-    return {"shards": n_shards, "written": written, "full": full, "killed_after": killed_after, "resumed": resumed}
+    return {"shards": n_shards, "written": written, "full": full, "killed_after": killed_after, "resumed": resumed,
+            "forwarded_before_kill": before_kill, "forwarded_total": forwarded(cache)}
 
 
 def main() -> None:
@@ -306,14 +322,16 @@ def main() -> None:
     full, resumed = cut["full"], cut["resumed"]
     one_shard = full["extract"] / cut["shards"]
     lost = cut["killed_after"] + resumed["startup"] + resumed["extract"] - full["startup"] - full["extract"]
-    lost_work = lost - resumed["startup"]
+    lost_images = cut["forwarded_total"] - args.images
     print(f"\n3. Interruption at 50% ({args.images} images, {cut['shards']} shards of {args.shard_size}; SIGKILL half-way "
-          f"through the image pass, {cut['written']} shards written)")
-    print(f"   uninterrupted: start-up {full['startup']:.2f} s + extraction {full['extract']:.2f} s")
-    print(f"   killed after {cut['killed_after']:.2f} s; resumed: start-up {resumed['startup']:.2f} s + "
-          f"extraction {resumed['extract']:.2f} s")
-    print(f"   time lost {lost:.2f} s, of which restarting the process {resumed['startup']:.2f} s; work lost "
-          f"{lost_work:.2f} s = {lost_work / one_shard:.2f} shard(s) of {one_shard:.2f} s")
+          f"through the image pass)")
+    print(f"   killed with {cut['written']} shards written and {cut['forwarded_before_kill']} images forwarded; the "
+          f"resumed run forwarded {cut['forwarded_total'] - cut['forwarded_before_kill']}")
+    print(f"   work lost: {lost_images} images = {lost_images / args.shard_size:.2f} shard(s) (target: at most 1)")
+    print(f"   wall clock: uninterrupted {full['startup']:.2f} s start-up + {full['extract']:.2f} s extraction; killed "
+          f"after {cut['killed_after']:.2f} s, resumed {resumed['startup']:.2f} s + {resumed['extract']:.2f} s")
+    print(f"   time lost {lost:.2f} s = {lost / one_shard:.2f} shard-times of {one_shard:.2f} s, of which "
+          f"{resumed['startup']:.2f} s restarting the process (wall clock: sensitive to other load on the machine)")
 
     if not args.skip_real:
         print(f"\n4. Adding {len(NEW_CONCEPTS)} concepts to {real['images']} images")

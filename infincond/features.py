@@ -282,7 +282,7 @@ def extract_features(source: ImageSource, teacher: Teacher, encoder: ConceptEnco
         keep = near_duplicate_mask(concept_embeddings.numpy(), config.dedup_threshold)
         corpus = corpus.select(np.nonzero(keep)[0])
         concept_embeddings = concept_embeddings[torch.from_numpy(keep)]
-    template = FeatureSet(
+    meta = FeatureSet(  # everything but the per-image results, which the engine fills in
         concept_scores=np.zeros((0, len(corpus)), np.float32), best_region=np.zeros((0, len(corpus)), np.int16),
         region_boxes=encoder.region_boxes, teacher_logits=np.zeros((0, teacher.num_classes), np.float32),
         labels=source.labels if source.labels is not None else np.full(len(source), -1, dtype=np.int64),
@@ -300,5 +300,5 @@ def extract_features(source: ImageSource, teacher: Teacher, encoder: ConceptEnco
         },
     )
     keep_regions = config.resolved_keep_regions(len(source), len(encoder.region_boxes), encoder.embed_dim)
-    return run_extraction(source, teacher, encoder, template, config, root=root, keep_regions=keep_regions,
+    return run_extraction(source, teacher, encoder, meta, config, root=root, keep_regions=keep_regions,
                           progress=progress)

@@ -104,7 +104,7 @@ class ImagePlan:
             return pixels.float()
         scale = torch.tensor(self.scale, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
         shift = torch.tensor(self.shift, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
-        return torch.addcmul(shift, pixels.float(), scale)
+        return pixels.to(torch.float32).mul_(scale).add_(shift)  # uint8 in, so the float copy is ours to modify
 
     def __call__(self, images: Sequence[Image.Image], device: str | torch.device = "cpu") -> torch.Tensor:
         """Pixel values (B, 3, H, W) float32 on ``device`` for RGB images (the inference path)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -89,10 +90,10 @@ def _launched_distributed() -> bool:
     ``accelerate.PartialState`` was already set up by the caller."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return True
-    try:
-        from accelerate import PartialState
-    except ImportError:
+    if "accelerate" not in sys.modules:  # nobody can have set a state up without importing it
         return False
+    from accelerate import PartialState
+
     return bool(PartialState._shared_state)
 
 
