@@ -12,30 +12,39 @@ from .errors import InfinconError
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
-    """The options ``extract`` and ``distill`` share: what to extract from and how (one cache key)."""
+    """The options ``extract`` and ``distill`` share: what to extract from and how (one cache key). Defaults
+    are read from DataConfig and ExtractConfig."""
+    from .data import DataConfig
+    from .extract.runtime import PRECISIONS
+    from .features import ExtractConfig
+
     p.add_argument("--teacher", required=True, help="Hub repo id or local folder of an image classifier.")
     p.add_argument("--dataset", required=True, help="Hub dataset id, image folder, data file or save_to_disk folder.")
     p.add_argument("--encoder", required=True, help="Hub repo id or local folder of a CLIP-style dual encoder.")
     p.add_argument("--corpus", default=None, help="Concept file (one per line); default: the built-in corpus.")
     p.add_argument("--extra-concepts", default=None, help="Comma-separated concepts added to the corpus.")
-    p.add_argument("--samples", type=int, default=1000, help="Images to sample (default 1000; 0 = all).")
+    p.add_argument("--samples", type=int, default=DataConfig.samples,
+                   help=f"Images to sample (default {DataConfig.samples}; 0 = all).")
     p.add_argument("--config", dest="config_name", default=None, help="Dataset configuration name.")
     p.add_argument("--split", default=None, help="Dataset split (default: train, else the first).")
-    p.add_argument("--image-column", default="auto")
-    p.add_argument("--label-column", default="auto", help="'auto', a column name, or 'none' for no labels.")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--template", default="a photo of {}.")
-    p.add_argument("--region-mode", choices=("auto", "dense", "grid", "whole"), default="auto")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=None, help="Input workers (default: one per core; 0 = none).")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--image-column", default=DataConfig.image_column)
+    p.add_argument("--label-column", default=DataConfig.label_column, help="'auto', a column name, or 'none' for no labels.")
+    p.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction)
+    p.add_argument("--seed", type=int, default=DataConfig.seed)
+    p.add_argument("--template", default=ExtractConfig.template)
+    p.add_argument("--region-mode", choices=("auto", "dense", "grid", "whole"), default=ExtractConfig.region_mode)
+    p.add_argument("--batch-size", type=int, default=ExtractConfig.batch_size)
+    p.add_argument("--num-workers", type=int, default=ExtractConfig.num_workers,
+                   help="Input workers (default: one per core; 0 = decode in the main process).")
+    p.add_argument("--device", default=ExtractConfig.device, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
+    p.add_argument("--precision", choices=PRECISIONS, default=ExtractConfig.precision,
                    help="auto: bf16 autocast on GPUs that support it, fp16 on other GPUs, fp32 on the CPU.")
-    p.add_argument("--shard-size", type=int, default=1024, help="Images per shard written (a run resumes after the last).")
-    p.add_argument("--keep-regions", action=argparse.BooleanOptionalAction, default=None,
-                   help="Keep region embeddings to add concepts later without an image pass (default: below 4 GiB).")
-    p.add_argument("--draft", action="store_true", help="Decode large JPEGs at a reduced DCT scale (faster, not bit-exact).")
+    p.add_argument("--shard-size", type=int, default=ExtractConfig.shard_size,
+                   help=f"Images per shard written (default {ExtractConfig.shard_size}); a run resumes after the last.")
+    p.add_argument("--keep-regions", action=argparse.BooleanOptionalAction, default=ExtractConfig.keep_regions,
+                   help="Keep region embeddings to add concepts later without an image pass (default: up to 4 GiB).")
+    p.add_argument("--draft", action="store_true", default=ExtractConfig.draft,
+                   help="Decode large JPEGs at a reduced DCT scale (faster, not bit-exact).")
     p.add_argument("--cache-dir", default=None, help="Feature cache (default $INFINCOND_CACHE or ~/.cache/infincond).")
 
 

@@ -210,7 +210,10 @@ def test_reduced_precision_agrees_with_fp32(source, teacher, encoder, corpus, fe
 
 
 def test_device_and_precision_resolve():
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else resolve_device("auto").type)
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert resolve_device("auto").type == resolve_device(None).type == expected
+    with pytest.raises(ConfigError, match="Unknown device"):
+        resolve_device("abacus")
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
     with pytest.raises(ConfigError, match="precision"):
