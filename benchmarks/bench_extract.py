@@ -8,9 +8,9 @@
 2. Real-shaped models: a CLIP ViT-B/32 encoder (``CLIPConfig()`` defaults) and a ViT-B/16 teacher
    (``ViTConfig()`` defaults, 10 labels), random weights: forward-only img/s of the two models on
    preprocessed tensors against end-to-end extraction img/s.
-3. An interruption at 50%: a subprocess extracting the tiny-model features is killed with SIGKILL once
-   half its shards are written, then run again; the work lost against an uninterrupted run, against one
-   shard's worth.
+3. An interruption at 50%: a subprocess extracting the tiny-model features is killed with SIGKILL once it
+   has forwarded half the images and half a shard more (so a shard is in progress), then run again; the
+   work lost (images forwarded twice) against one shard, and the wall-clock time lost.
 4. Adding 10 concepts to the real-shaped features from their kept region embeddings against extracting
    them again with the larger corpus.
 
@@ -263,13 +263,16 @@ def interruption(args: argparse.Namespace, work: Path, dataset: Path, clip: Path
         return json.loads(out.strip().splitlines()[-1])
 
     def forwarded(cache: Path) -> int:
-        return sum(int(line) for line in Path(str(cache) + ".forwarded").read_text().split())
+        log = Path(str(cache) + ".forwarded")
+        return sum(int(line) for line in log.read_text().split()) if log.exists() else 0
 
     full = finish(child(work / "cache-full"))
     cache = work / "cache-killed"
     start = time.perf_counter()
     process = child(cache)
-    time.sleep(full["startup"] + full["extract"] / 2)  # half-way through the image pass, wherever a shard stands
+    # Half the images done and half of the next shard: a shard is in progress when the kill comes.
+    while process.poll() is None and forwarded(cache) < args.images // 2 + args.shard_size // 2:
+        time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_after = time.perf_counter() - start
@@ -327,8 +330,8 @@ def main() -> None:
     one_shard = full["extract"] / cut["shards"]
     lost = cut["killed_after"] + resumed["startup"] + resumed["extract"] - full["startup"] - full["extract"]
     lost_images = cut["forwarded_total"] - args.images
-    print(f"\n3. Interruption at 50% ({args.images} images, {cut['shards']} shards of {args.shard_size}; SIGKILL half-way "
-          f"through the image pass)")
+    print(f"\n3. Interruption at 50% ({args.images} images, {cut['shards']} shards of {args.shard_size}; SIGKILL once half "
+          f"the images and half a shard more are forwarded)")
     print(f"   killed with {cut['written']} shards written and {cut['forwarded_before_kill']} images forwarded; the "
           f"resumed run forwarded {cut['forwarded_total'] - cut['forwarded_before_kill']}")
     print(f"   work lost: {lost_images} images = {lost_images / args.shard_size:.2f} shard(s) (target: at most 1)")
