@@ -175,7 +175,7 @@ def run_extraction(source: ImageSource, teacher: Teacher, encoder: ConceptEncode
     Shards go to ``root/<fingerprint>.partial`` first; a run interrupted at any point and started again
     resumes after the last complete shard. Under ``accelerate launch`` shard i goes to process i % P and
     the main process assembles; every process returns the same FeatureSet. ``root=None``: a temporary
-    folder, and the FeatureSet is loaded into memory.
+    folder, removed at the end (or on an error: nothing to resume from), the FeatureSet loaded into memory.
     """
     procs = processes(config.device)
     device = procs.device
@@ -200,8 +200,13 @@ def run_extraction(source: ImageSource, teacher: Teacher, encoder: ConceptEncode
     if done and procs.is_main and progress:
         print(f"Resuming: {len(done)} of {len(ranges)} shards already extracted in {partial}")
     n_todo = sum(ranges[i][1] - ranges[i][0] for i in todo)
-    with tqdm(total=n_todo, desc="Extracting concepts", unit="img", disable=not (progress and procs.is_main)) as bar:
-        _compute(store, todo, source, teacher, encoder, meta, config, run, keep_regions, bar)
+    try:
+        with tqdm(total=n_todo, desc="Extracting concepts", unit="img", disable=not (progress and procs.is_main)) as bar:
+            _compute(store, todo, source, teacher, encoder, meta, config, run, keep_regions, bar)
+    except BaseException:
+        if root is None:  # no cache asked for: nothing is kept to resume from
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     procs.wait()
     if procs.is_main:
         _assemble(store, meta, final, run, keep_regions)
