@@ -1,8 +1,9 @@
-"""Command line: ``infincond distill | example | demo | push | space deploy`` (``infincond -h``)."""
+"""Command line: ``infincond extract | distill | example | demo | push | space deploy`` (``infincond -h``)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
@@ -24,13 +25,15 @@ def config_option(parser: argparse.ArgumentParser, config: type, name: str, flag
     choices = get_args(hint) if get_origin(hint) is Literal else None
     default = overrides.pop("default", None if spec.default is MISSING else spec.default)
     text = spec.metadata.get("help", "")
-    options = {"dest": name, "type": None if choices else hint, "choices": choices, "default": default,
-               "help": f"{text} (default: {default})" if default is not None else text}
+    options = {"dest": name, "type": None if choices or hint is bool else hint, "choices": choices,
+               "default": default, "help": f"{text} (default: {default})" if default is not None else text}
+    if hint is bool:  # --flag / --no-flag
+        options["action"] = argparse.BooleanOptionalAction
     parser.add_argument(flag or "--" + name.replace("_", "-"), **{**options, **overrides})
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
-    """What ``distill`` and ``extract`` both read: the models, the dataset and its sample, the concepts."""
+    """The options ``extract`` and ``distill`` share: what to extract from and how (one cache key)."""
     from .data import DataConfig
     from .features import ExtractConfig
 
@@ -43,10 +46,52 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     config_option(p, DataConfig, "config_name", "--config")
     for name in ("split", "image_column", "label_column", "val_fraction", "seed"):
         config_option(p, DataConfig, name)
-    for name in ("template", "region_mode", "batch_size"):
+    for name in ("template", "region_mode", "batch_size", "num_workers", "device", "precision", "shard_size",
+                 "keep_regions", "draft"):
         config_option(p, ExtractConfig, name)
     p.add_argument("--cache-dir", default=None, help="Feature cache (default $INFINCOND_CACHE or ~/.cache/infincond).")
-    p.add_argument("--device", default=None)
+
+
+def _inputs(args: argparse.Namespace):
+    """(DataConfig, ExtractConfig, corpus) from the shared options."""
+    from .concepts.corpus import ConceptCorpus
+    from .data import DataConfig
+    from .features import ExtractConfig
+
+    corpus = ConceptCorpus.resolve(args.corpus)
+    if args.extra_concepts:
+        corpus = corpus + ConceptCorpus.from_list(args.extra_concepts.split(","), source="cli")
+    data = DataConfig(dataset=args.dataset, config_name=args.config_name, split=args.split,
+                      image_column=args.image_column, label_column=args.label_column,
+                      samples=args.samples or None, val_fraction=args.val_fraction, seed=args.seed)
+    extract = ExtractConfig(template=args.template, region_mode=args.region_mode, batch_size=args.batch_size,
+                            num_workers=args.num_workers, device=args.device, precision=args.precision,
+                            shard_size=args.shard_size, keep_regions=args.keep_regions, draft=args.draft)
+    return data, extract, corpus
+
+
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="Extract concept scores and teacher logits into the feature cache.",
+                       description="Extract concept scores and teacher logits into the feature cache (what "
+                                   "`distill` with the same options reuses). Several processes: "
+                                   "accelerate launch -m infincond extract ...")
+    _add_inputs(p)
+    p.set_defaults(func=_extract)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from .pipeline import extract_concepts, load_inputs
+
+    data, extract, corpus = _inputs(args)
+    inputs = load_inputs(args.teacher, data, args.encoder, corpus, extract=extract)
+    features = extract_concepts(inputs, args.cache_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        failed = features.provenance.get("n_failed", 0)
+        regions = "kept" if features.region_embeddings is not None else "not kept"
+        print(f"Features: {len(features.image_ids)} images x {features.num_concepts} concepts, "
+              f"{features.num_classes} classes (regions {regions}; {failed} unreadable images left out)")
+        print(f"Features written to {features.folder}")
+    return 0
 
 
 def _add_distill(sub: argparse._SubParsersAction) -> None:
@@ -61,22 +106,6 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_distill)
 
 
-def _inputs(args: argparse.Namespace):
-    """The configs and corpus the shared options describe."""
-    from .concepts.corpus import ConceptCorpus
-    from .data import DataConfig
-    from .features import ExtractConfig
-
-    corpus = ConceptCorpus.resolve(args.corpus)
-    if args.extra_concepts:
-        corpus = corpus + ConceptCorpus.from_list(args.extra_concepts.split(","), source="cli")
-    data = DataConfig(dataset=args.dataset, config_name=args.config_name, split=args.split,
-                      image_column=args.image_column, label_column=args.label_column,
-                      samples=args.samples or None, val_fraction=args.val_fraction, seed=args.seed)
-    extract = ExtractConfig(template=args.template, region_mode=args.region_mode, batch_size=args.batch_size)
-    return data, extract, corpus
-
-
 def _distill(args: argparse.Namespace) -> int:
     from .distill import DistillConfig
     from .pipeline import run_distillation
@@ -89,7 +118,7 @@ def _distill(args: argparse.Namespace) -> int:
     config = DistillConfig(method=args.method, nec=args.nec, temperature=args.temperature, ensemble=args.ensemble,
                            seed=args.seed)
     run = run_distillation(args.teacher, data, args.encoder, corpus, extract=extract, distill_config=config,
-                           cache_dir=args.cache_dir, device=args.device)
+                           cache_dir=args.cache_dir)
     out = Path(args.out)
     run.student.save_pretrained(out)
     m = run.metrics.to_dict()  # saved beside the weights as metrics.json, and in the model card
@@ -220,6 +249,7 @@ def _space_deploy(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infincond", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_extract(sub)
     _add_distill(sub)
     _add_example(sub)
     _add_demo(sub)

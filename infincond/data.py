@@ -226,9 +226,12 @@ class ImageSource:
 
     def images(self, positions: Sequence[int] | np.ndarray) -> list[Image.Image]:
         """RGB images at ``positions`` (indices into this sample, not dataset rows)."""
-        rows = self.image_ids[np.asarray(positions, dtype=np.int64)]
-        column = self.dataset.select_columns([self.image_column]).select(rows)[self.image_column]
-        return [to_rgb(image) for image in column]
+        return self.images_at_rows(self.image_ids[np.asarray(positions, dtype=np.int64)])
+
+    def images_at_rows(self, rows: Sequence[int] | np.ndarray) -> list[Image.Image]:
+        """RGB images at dataset ``rows`` (a FeatureSet's ``image_ids``)."""
+        column = self.dataset.select_columns([self.image_column]).select(np.asarray(rows, dtype=np.int64))
+        return [to_rgb(image) for image in column[self.image_column]]
 
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, list[Image.Image]]]:
         """(positions, images) for the whole sample, in order."""

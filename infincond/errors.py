@@ -33,3 +33,7 @@ class HubError(InfinconError):
 
 class StorageError(InfinconError):
     """A student or a log could not be written where asked (folder taken, read-only, not a folder)."""
+
+
+class ExtractionError(InfinconError):
+    """The image pass failed in a way settings can fix (an input worker died, the GPU ran out of memory)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -15,6 +15,7 @@ from .concepts.corpus import ConceptCorpus
 from .concepts.encoder import ConceptEncoder
 from .data import DataConfig, ImageSource
 from .distill import DistillConfig, distill
+from .extract.runtime import processes
 from .features import ExtractConfig, FeatureSet, extract_features, fingerprint
 from .hub import ref_key
 from .linear import LinearStudent
@@ -59,9 +60,12 @@ def load_inputs(teacher: str, dataset: str | DataConfig, encoder: str,
                 cache: SharedCache | None = None) -> Inputs:
     """Load the dataset, the teacher and the encoder (repo ids or paths) and resolve the corpus; the
     corpus is checked first, so that a bad one fails before anything heavy is loaded. With a ``cache``
-    (the app's), models and datasets already loaded by another session are shared, not loaded again."""
+    (the app's), models and datasets already loaded by another session are shared, not loaded again.
+    ``device`` overrides ``extract.device``."""
     data = dataset if isinstance(dataset, DataConfig) else DataConfig(dataset=os.fspath(dataset))
-    extract = extract or ExtractConfig()
+    extract = replace(extract or ExtractConfig(), **({"device": device} if device is not None else {}))
+    extract.check()
+    device = processes(extract.device).device  # under `accelerate launch`, this process's own device
     concept_corpus = ConceptCorpus.resolve(corpus)
     with tqdm(total=3, desc="Loading", disable=not progress, leave=False) as steps:
         data_key = (json.dumps(data.to_dict(), sort_keys=True), ref_key(data.dataset, data.revision))

@@ -11,6 +11,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import StorageError
 
@@ -37,26 +38,43 @@ def storage_errors(action: str, path: str | os.PathLike) -> Iterator[None]:
         raise StorageError(f"Could not {action} at {where!r}: {hint}") from error
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a reader sees the old file or the new one, never half of it."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (renames, new files) to disk where the platform allows it."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file beside it, fsync, rename)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` through ``write(file)`` under a temporary name beside it, fsync it, rename it into
+    place and fsync the folder (so the rename itself survives a crash): a reader sees the old file or the
+    new one, never half of it."""
     path = Path(path)
     with storage_errors("write a file", path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             with open(tmp, "wb") as handle:
-                handle.write(data)
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+        fsync_folder(path.parent)
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def check_folder_target(target: str | os.PathLike, *, what: str, replaceable: Callable[[Path], bool]) -> Path:

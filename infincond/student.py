@@ -24,7 +24,7 @@ from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
 from .concepts.encoder import ConceptEncoder
-from .concepts.presence import concept_presence
+from .concepts.presence import concept_presence, stored_regions
 from .data import open_rgb
 from .distill import DistillConfig
 from .errors import ConfigError, LoadError
@@ -293,7 +293,7 @@ class ConceptStudent(ModelHubMixin, library_name="infincond", pipeline_tag="imag
     def concept_scores(self, images: Sequence[Image.Image | str | os.PathLike]) -> tuple[np.ndarray, np.ndarray]:
         """Presence scores (B, K) and arg-max regions (B, K) of the student's concepts in raw images."""
         regions = self.encoder.encode_regions([open_rgb(im, f"Image {i}") for i, im in enumerate(images)])
-        scores, best = concept_presence(regions.embeddings, torch.from_numpy(self.concept_embeddings))
+        scores, best = concept_presence(stored_regions(regions.embeddings), torch.from_numpy(self.concept_embeddings))
         return scores.cpu().numpy(), best.cpu().numpy()
 
     def predict(self, images: Sequence[Image.Image | str | os.PathLike] | Image.Image | str | os.PathLike,

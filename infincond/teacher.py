@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from .errors import LoadError
+from .extract.preprocess import image_plan
 from .hub import check_ref, loading, model_revision
 
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
@@ -37,6 +38,8 @@ class Teacher:
         self.revision = revision
         self.class_names = class_names
         self.device = torch.device(device)
+        #: The fast preprocessing plan replicating the teacher's image processor (see infincond.extract).
+        self.image_plan = image_plan(processor)
 
     @classmethod
     def from_pretrained(cls, ref: str, revision: str | None = None, *,
@@ -69,8 +72,22 @@ class Teacher:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def to(self, device: str | torch.device) -> Teacher:
+        """Move the model to ``device`` (in place); returns self."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """RGB images preprocessed as the teacher's image processor does (the fast plan): (B, 3, H, W)."""
+        return self.image_plan(list(images), self.device)
+
+    @torch.inference_mode()
+    def logits_from_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) float32, on the model's device, of pixel values (B, 3, H, W)."""
+        return self.model(pixel_values=pixel_values).logits.float()
+
     @torch.inference_mode()
     def logits(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Logits (B, C) float32 for a batch of RGB images."""
-        pixel_values = self.processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.device)
-        return self.model(pixel_values=pixel_values).logits.float().cpu().numpy()
+        return self.logits_from_pixels(self.pixel_values(images)).cpu().numpy()

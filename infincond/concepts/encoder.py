@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ConfigError, LoadError
+from ..extract.preprocess import image_plan
 from ..hub import check_ref, loading, model_revision
 
 RegionMode = Literal["auto", "dense", "grid", "whole"]
@@ -40,6 +41,20 @@ def _grid_boxes(rows: int, cols: int) -> np.ndarray:
     """Boxes of a rows x cols grid, row-major, in [0, 1] coordinates. Shape (rows * cols, 4)."""
     ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
     return np.stack([xs / cols, ys / rows, (xs + 1) / cols, (ys + 1) / rows], -1).reshape(-1, 4).astype(np.float32)
+
+
+def image_views(image: Image.Image, grid_size: int = 0) -> list[Image.Image]:
+    """The encoder inputs of one image: the image itself, then (``grid_size`` > 0) the cells of a
+    grid_size x grid_size grid over its centred square (the square the processor's centre crop sees),
+    row-major, matching :func:`_grid_boxes`."""
+    if grid_size <= 0:
+        return [image]
+    w, h = image.size
+    side = min(w, h)
+    x0, y0 = (w - side) / 2, (h - side) / 2
+    crops = [image.crop((x0 + xa * side, y0 + ya * side, x0 + xb * side, y0 + yb * side))
+             for xa, ya, xb, yb in _grid_boxes(grid_size, grid_size)]
+    return [image, *crops]
 
 
 class ConceptEncoder:
@@ -78,6 +93,8 @@ class ConceptEncoder:
                 f"Dense patch regions are not supported for {type(model).__name__}; use region_mode='grid'."
             )
         self.region_mode = region_mode
+        #: The fast preprocessing plan replicating the encoder's image processor (see infincond.extract).
+        self.image_plan = image_plan(processor)
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod
@@ -152,10 +169,24 @@ class ConceptEncoder:
         return torch.cat(out)
 
     # -- images -------------------------------------------------------------------------------
+    def to(self, device: str | torch.device) -> ConceptEncoder:
+        """Move the model to ``device`` (in place); returns self."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
     def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Preprocess RGB images with the encoder's own image processor: (B, 3, H, W)."""
-        image_processor = getattr(self.processor, "image_processor", self.processor)
-        return image_processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.device)
+        """RGB images preprocessed as the encoder's image processor does (the fast plan): (B, 3, H, W)."""
+        return self.image_plan(list(images), self.device)
+
+    @property
+    def views_per_image(self) -> int:
+        """Inputs per image the regions come from: the image, plus the grid crops in "grid" mode."""
+        return 1 + self.grid_size**2 if self.region_mode == "grid" else 1
+
+    def views(self, image: Image.Image) -> list[Image.Image]:
+        """The inputs of one image (see :func:`image_views`)."""
+        return image_views(image, self.grid_size if self.region_mode == "grid" else 0)
 
     @property
     def region_boxes(self) -> np.ndarray:
@@ -177,37 +208,37 @@ class ConceptEncoder:
         return int(cfg.image_size) // int(cfg.patch_size)
 
     @torch.inference_mode()
+    def embeddings_from_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Whole-image embeddings (B, D), L2-normalised, of pixel values (B, 3, H, W)."""
+        return F.normalize(_pooled(self.model.get_image_features(pixel_values=pixel_values)).float(), dim=-1)
+
+    @torch.inference_mode()
     def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Whole-image embeddings (B, D), L2-normalised (the baseline without regions)."""
-        return F.normalize(_pooled(self.model.get_image_features(pixel_values=self.pixel_values(images))).float(), dim=-1)
+        return self.embeddings_from_pixels(self.pixel_values(images))
+
+    @torch.inference_mode()
+    def regions_from_pixels(self, pixel_values: torch.Tensor) -> RegionEmbeddings:
+        """Region embeddings from pixel values (B * V, 3, H, W) of the views of B images
+        (V = :attr:`views_per_image`, each image's views consecutive): whole image first, then the
+        patches or grid crops. The one forward path of every image method."""
+        if self.region_mode == "whole":
+            embeddings = self.embeddings_from_pixels(pixel_values)[:, None]
+        elif self.region_mode == "grid":
+            flat = self.embeddings_from_pixels(pixel_values)
+            embeddings = flat.reshape(-1, self.views_per_image, flat.shape[-1])
+        elif self.family == "clip":
+            embeddings = clip_region_embeddings(self.model, pixel_values)
+        elif self.family == "align":
+            embeddings = align_region_embeddings(self.model, pixel_values)
+        else:
+            embeddings = self._siglip_dense(pixel_values)
+        return RegionEmbeddings(embeddings.float(), self.region_boxes)
 
     @torch.inference_mode()
     def encode_regions(self, images: Sequence[Image.Image]) -> RegionEmbeddings:
         """Region embeddings of RGB images: whole image first, then patches or grid crops."""
-        if self.region_mode == "whole":
-            embeddings = self.encode_images(images)[:, None]
-        elif self.region_mode == "grid":
-            embeddings = self._grid_regions(images)
-        elif self.family == "clip":
-            embeddings = clip_region_embeddings(self.model, self.pixel_values(images))
-        elif self.family == "align":
-            embeddings = align_region_embeddings(self.model, self.pixel_values(images))
-        else:
-            embeddings = self._siglip_dense(self.pixel_values(images))
-        return RegionEmbeddings(embeddings.float(), self.region_boxes)
-
-    def _grid_regions(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        g = self.grid_size
-        crops: list[Image.Image] = []
-        for image in images:
-            w, h = image.size
-            side = min(w, h)  # the square the encoder's centre crop sees
-            x0, y0 = (w - side) / 2, (h - side) / 2
-            crops.append(image)
-            for x_a, y_a, x_b, y_b in _grid_boxes(g, g):
-                crops.append(image.crop((x0 + x_a * side, y0 + y_a * side, x0 + x_b * side, y0 + y_b * side)))
-        flat = self.encode_images(crops)
-        return flat.reshape(len(images), 1 + g * g, -1)
+        return self.regions_from_pixels(self.pixel_values([view for image in images for view in self.views(image)]))
 
     def _siglip_dense(self, pixel_values: torch.Tensor) -> torch.Tensor:
         vision = self.model.vision_model

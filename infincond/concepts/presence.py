@@ -6,6 +6,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+#: Region embeddings are kept in this precision, and presence is always computed from them rounded to it,
+#: so that extraction, ``FeatureSet.with_concepts`` (on kept regions) and ``ConceptStudent`` agree exactly.
+STORED_REGION_DTYPE = torch.float16
+
+
+def stored_regions(region_embeddings: torch.Tensor) -> torch.Tensor:
+    """Region embeddings (B, R, D) rounded to the precision they are kept in (float16)."""
+    return region_embeddings.to(STORED_REGION_DTYPE)
+
 
 @torch.inference_mode()
 def concept_presence(region_embeddings: torch.Tensor, concept_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

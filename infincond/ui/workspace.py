@@ -297,8 +297,11 @@ class Workspace:
         self.subset = (group["teacher"], group["student"])
 
     def image_of(self, position: int) -> Image.Image | None:
-        """The dataset image at a FeatureSet position (None when the features came without their images)."""
-        return None if self.source is None else self.source.images([int(position)])[0]
+        """The dataset image at a FeatureSet position, found by its dataset row (rows whose image could not be
+        read are not in the FeatureSet); None when the features came without their images."""
+        if self.source is None:
+            return None
+        return self.source.images_at_rows([int(self.features.image_ids[int(position)])])[0]
 
     # -- new concepts, scored without an image pass ----------------------------------------------------
     @property

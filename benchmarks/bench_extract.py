@@ -1,0 +1,351 @@
+"""The extraction engine against the single-threaded loop it replaces, side by side in one run.
+
+1. Input pipeline (the GPU ceiling): tiny CLIP and ViT models with 224 px inputs and 112 px patches, so
+   their forward passes are nearly free, on ImageNet-sized JPEGs (500 x 375, quality 90). Extraction img/s
+   of the engine (DataLoader workers, fast plans) against the previous loop: one thread decoding each
+   image with the datasets library and running both Hugging Face image processors, batch after batch. On
+   a CPU both sides run the tiny forwards with one intra-op thread (on a GPU they take no CPU thread).
+2. Real-shaped models: a CLIP ViT-B/32 encoder (``CLIPConfig()`` defaults) and a ViT-B/16 teacher
+   (``ViTConfig()`` defaults, 10 labels), random weights: forward-only img/s of the two models on
+   preprocessed tensors against end-to-end extraction img/s.
+3. An interruption at 50%: a subprocess extracting the tiny-model features is killed with SIGKILL once it
+   has forwarded half the images and half a shard more (so a shard is in progress), then run again; the
+   work lost (images forwarded twice) against one shard, and the wall-clock time lost.
+4. Adding 10 concepts to the real-shaped features from their kept region embeddings against extracting
+   them again with the larger corpus.
+
+Run: python benchmarks/bench_extract.py [--images 1024] [--real-images 64] [--device cuda --precision bf16
+--num-workers 14 --images 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+from infincond import (
+    ConceptCorpus,
+    ConceptEncoder,
+    DataConfig,
+    ExtractConfig,
+    ImageSource,
+    Teacher,
+    extract_features,
+)
+from infincond.concepts.presence import concept_presence
+from infincond.testing import build_clip_tokenizer
+
+CONCEPTS = ["red", "green", "blue", "circle", "square", "triangle", "white", "dark", "bright", "round", "striped",
+            "dotted", "grass", "water", "sand", "snow", "wheel", "sky", "fur", "metal"]
+NEW_CONCEPTS = ["yellow", "purple", "orange", "star", "cross", "diamond", "rock", "wood", "glass", "cloud"]
+
+
+def photo_jpeg(rng: np.random.Generator, width: int = 500, height: int = 375) -> bytes:
+    """A photo-like JPEG: blurred random shapes plus sensor-like noise, quality 90."""
+    image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        box = [x0, y0, x0 + int(rng.integers(20, 200)), y0 + int(rng.integers(20, 200))]
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.int16) + rng.normal(0, 8, (height, width, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def jpeg_dataset(folder: Path, n: int) -> Path:
+    """A saved datasets dataset of ``n`` JPEGs (an Image column of bytes) and 10 labels."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    if (folder / "dataset_info.json").exists():
+        return folder
+    rng = np.random.default_rng(0)
+    rows = [{"bytes": photo_jpeg(rng), "path": None} for _ in range(n)]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=[f"class {i}" for i in range(10)])})
+    Dataset.from_dict({"image": rows, "label": [i % 10 for i in range(n)]}, features=features).save_to_disk(str(folder))
+    return folder
+
+
+def tiny_repos(root: Path) -> tuple[Path, Path]:
+    """Tiny CLIP and ViT repos with 224 px inputs, 112 px patches and width 16 (forwards nearly free)."""
+    from infincond.testing import build_tiny_clip
+
+    clip, vit = root / "clip-224-w16", root / "vit-224-w16"
+    if not (clip / "config.json").exists():
+        build_tiny_clip(clip, CONCEPTS + NEW_CONCEPTS, image_size=224, patch_size=112, hidden_size=16, projection_dim=16)
+    if not (vit / "config.json").exists():
+        from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+        torch.manual_seed(0)
+        labels = {"id2label": {i: f"class {i}" for i in range(10)}, "label2id": {f"class {i}": i for i in range(10)}}
+        config = ViTConfig(image_size=224, patch_size=112, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=32, **labels)
+        ViTForImageClassification(config).eval().save_pretrained(vit)
+        ViTImageProcessor().save_pretrained(vit)
+    return clip, vit
+
+
+def real_models(device: str) -> tuple[Teacher, ConceptEncoder]:
+    """CLIP ViT-B/32 and ViT-B/16 shapes with random weights (a forward costs the same as a trained one's)."""
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessor,
+    )
+
+    torch.manual_seed(0)
+    names = [f"class {i}" for i in range(10)]
+    vit = ViTForImageClassification(ViTConfig(num_labels=10, id2label=dict(enumerate(names))))
+    teacher = Teacher(vit, ViTImageProcessor(), "random-vit-b16", "none", names, device=device)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=build_clip_tokenizer(CONCEPTS + NEW_CONCEPTS))
+    encoder = ConceptEncoder(CLIPModel(CLIPConfig()), processor, "random-clip-vit-b32", "none", region_mode="dense",
+                             device=device)
+    return teacher, encoder
+
+
+def old_loop(source: ImageSource, teacher: Teacher, encoder: ConceptEncoder, concept_embeddings: torch.Tensor,
+             batch_size: int) -> None:
+    """The single-threaded extraction this engine replaced: datasets decoding, both HF image processors."""
+    image_processor = encoder.processor.image_processor
+    with torch.inference_mode():
+        for _positions, images in source.batches(batch_size):
+            encoder_pixels = image_processor(images=images, return_tensors="pt")["pixel_values"].to(encoder.device)
+            concept_presence(encoder.regions_from_pixels(encoder_pixels).embeddings, concept_embeddings.to(encoder.device))
+            teacher_pixels = teacher.processor(images=images, return_tensors="pt")["pixel_values"].to(teacher.device)
+            teacher.logits_from_pixels(teacher_pixels).cpu()
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the input workers), user + system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed_cpu(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of fn()."""
+    cpu = cpu_seconds()
+    wall = timed(fn)
+    return wall, cpu_seconds() - cpu
+
+
+def config_of(args: argparse.Namespace, **overrides) -> ExtractConfig:
+    settings = {"batch_size": args.batch_size, "num_workers": args.num_workers, "device": args.device,
+                "precision": args.precision, "shard_size": args.shard_size, **overrides}
+    return ExtractConfig(**settings)
+
+
+def input_pipeline(args: argparse.Namespace, work: Path, dataset: Path, clip: Path, vit: Path) -> dict:
+    source = ImageSource.load(DataConfig(str(dataset), samples=args.images))
+    device = None if args.device == "auto" else args.device
+    teacher = Teacher.from_pretrained(str(vit), dataset_label_names=source.label_names, device=device)
+    encoder = ConceptEncoder.from_pretrained(str(clip), device=device)
+    corpus = ConceptCorpus.from_list(CONCEPTS)
+    concept_embeddings = encoder.encode_text(corpus.prompts())
+    runs = {"old": [], "engine": [], "engine, 0 workers": []}
+    threads = torch.get_num_threads()
+    if encoder.device.type == "cpu":
+        # One intra-op thread for the tiny forwards on both sides, as on a GPU where they take no CPU threads:
+        # on a shared machine, a pool of 2 stalls every tiny op at its barrier, which is not what is measured.
+        torch.set_num_threads(1)
+    for repeat in range(args.repeats):  # interleaved, the median kept
+        runs["old"].append(timed_cpu(lambda: old_loop(source, teacher, encoder, concept_embeddings, args.batch_size)))
+        for name, workers in (("engine", args.num_workers), ("engine, 0 workers", 0)):
+            cache = work / f"cache-pipeline-{workers}-{repeat}"
+            config = config_of(args, num_workers=workers)
+            runs[name].append(timed_cpu(lambda c=cache, k=config: extract_features(source, teacher, encoder, corpus, k,
+                                                                                   cache_dir=c, progress=False)))
+    torch.set_num_threads(threads)
+    features = extract_features(source, teacher, encoder, corpus, config_of(args),
+                                cache_dir=work / f"cache-pipeline-{args.num_workers}-0", progress=False)
+    n = len(source)
+    rates = {name: n / statistics.median(w for w, _ in times) for name, times in runs.items()}
+    cpu_ms = {name: 1000 * statistics.median(c for _, c in times) / n for name, times in runs.items()}
+    return {"images": n, "rates": rates, "cpu_ms": cpu_ms, "runtime": features.provenance["runtime"]}
+
+
+def real_shaped(args: argparse.Namespace, work: Path, dataset: Path) -> dict:
+    source = ImageSource.load(DataConfig(str(dataset), samples=args.real_images))
+    teacher, encoder = real_models("cpu" if args.device == "auto" and not torch.cuda.is_available() else
+                                   ("cuda" if args.device == "auto" else args.device))
+    corpus = ConceptCorpus.from_list(CONCEPTS)
+    config = config_of(args, keep_regions=True)
+    precision = config.resolved_precision()
+    from infincond.extract.runtime import autocast
+
+    images = source.images(range(min(len(source), args.batch_size)))
+    teacher_pixels, encoder_pixels = teacher.pixel_values(images), encoder.pixel_values(images)
+    concept_embeddings = encoder.encode_text(corpus.prompts()).to(encoder.device)
+
+    def forward_only() -> None:
+        with torch.inference_mode(), autocast(encoder.device, precision):
+            for _ in range(0, len(source), len(images)):
+                concept_presence(encoder.regions_from_pixels(encoder_pixels).embeddings, concept_embeddings)
+                teacher.logits_from_pixels(teacher_pixels).cpu()
+        if encoder.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    forward_only()  # warm-up
+    forward = [timed_cpu(forward_only)]
+    end_to_end = timed_cpu(lambda: extract_features(source, teacher, encoder, corpus, config,
+                                                    cache_dir=work / "cache-real", progress=False))
+    forward.append(timed_cpu(forward_only))  # before and after: the machine may be shared
+    features = extract_features(source, teacher, encoder, corpus, config, cache_dir=work / "cache-real", progress=False)
+    features.with_concepts(NEW_CONCEPTS[:1], encoder)  # warm-up of the text tower
+    added = min(timed(lambda: features.with_concepts(NEW_CONCEPTS, encoder)) for _ in range(3))
+    again = timed(lambda: extract_features(source, teacher, encoder, corpus + NEW_CONCEPTS, config,
+                                           cache_dir=work / "cache-real-again", progress=False))
+    n = len(source)
+    batches = -(-n // len(images))
+    return {"images": n, "forward": [batches * len(images) / wall for wall, _ in forward],
+            "forward_cpu_s_per_img": statistics.mean(cpu for _, cpu in forward) / (batches * len(images)),
+            "end_to_end": n / end_to_end[0], "end_to_end_cpu_s_per_img": end_to_end[1] / n,
+            "with_concepts_s": added, "reextract_s": again, "runtime": features.provenance["runtime"]}
+
+
+CHILD = """
+import json, os, sys, time
+from infincond import ConceptCorpus, ConceptEncoder, DataConfig, ExtractConfig, ImageSource, Teacher, extract_features
+dataset, clip, vit, cache, settings = sys.argv[1:6]
+settings = json.loads(settings)
+start = time.perf_counter()
+source = ImageSource.load(DataConfig(dataset, samples=settings.pop("images")))
+device = None if settings["device"] == "auto" else settings["device"]
+teacher = Teacher.from_pretrained(vit, dataset_label_names=source.label_names, device=device)
+encoder = ConceptEncoder.from_pretrained(clip, device=device)
+log = os.open(sys.argv[6], os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # images forwarded, kept through a SIGKILL
+forward = teacher.logits_from_pixels
+teacher.logits_from_pixels = lambda pixels: (os.write(log, b"%d\\n" % len(pixels)), forward(pixels))[1]
+loaded = time.perf_counter()
+extract_features(source, teacher, encoder, ConceptCorpus.from_list(settings.pop("concepts")), ExtractConfig(**settings),
+                 cache_dir=cache, progress=False)
+print(json.dumps({"startup": loaded - start, "extract": time.perf_counter() - loaded}))
+"""
+
+
+def interruption(args: argparse.Namespace, work: Path, dataset: Path, clip: Path, vit: Path) -> dict:
+    settings = {"images": args.images, "concepts": CONCEPTS, "batch_size": args.batch_size, "num_workers": args.num_workers,
+                "device": args.device, "precision": args.precision, "shard_size": args.shard_size}
+    n_shards = -(-args.images // args.shard_size)
+
+    def child(cache: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", CHILD, str(dataset), str(clip), str(vit), str(cache),
+                                 json.dumps(settings), str(cache) + ".forwarded"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def finish(process: subprocess.Popen) -> dict:
+        out, _ = process.communicate()
+        return json.loads(out.strip().splitlines()[-1])
+
+    def forwarded(cache: Path) -> int:
+        log = Path(str(cache) + ".forwarded")
+        return sum(int(line) for line in log.read_text().split()) if log.exists() else 0
+
+    full = finish(child(work / "cache-full"))
+    cache = work / "cache-killed"
+    start = time.perf_counter()
+    process = child(cache)
+    # Half the images done and half of the next shard: a shard is in progress when the kill comes.
+    while process.poll() is None and forwarded(cache) < args.images // 2 + args.shard_size // 2:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_after = time.perf_counter() - start
+    written = len(list(cache.glob("features/*.partial/shard-*.npz")))
+    before_kill = forwarded(cache)
+    resumed = finish(child(cache))
+    return {"shards": n_shards, "written": written, "full": full, "killed_after": killed_after, "resumed": resumed,
+            "forwarded_before_kill": before_kill, "forwarded_total": forwarded(cache)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1024, help="JPEGs for parts 1 and 3.")
+    parser.add_argument("--real-images", type=int, default=64, help="Images for parts 2 and 4 (slow on a CPU).")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=None, help="Input workers (default: one per core).")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--shard-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", default=None, help="Keep the generated JPEGs and models here between runs.")
+    parser.add_argument("--skip-real", action="store_true", help="Skip parts 2 and 4.")
+    args = parser.parse_args()
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-extract-"))
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    dataset = jpeg_dataset(root / f"jpegs-{max(args.images, args.real_images)}", max(args.images, args.real_images))
+    clip, vit = tiny_repos(root)
+    print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, cuda: {torch.cuda.is_available()}, "
+          f"device: {args.device}, precision: {args.precision}, workers: {args.num_workers or 'default'}")
+
+    pipeline = input_pipeline(args, work, dataset, clip, vit)
+    rates, cpu_ms = pipeline["rates"], pipeline["cpu_ms"]
+    print(f"\n1. Input pipeline, {pipeline['images']} JPEGs 500x375, tiny 224 px models ({pipeline['runtime']})")
+    print(f"   {'':58} {'img/s':>8} {'CPU ms/img':>11} {'speed-up':>9}")
+    labels = {"old": "single-threaded loop (datasets decode + both HF processors)",
+              "engine, 0 workers": "engine, 0 workers (fast plans, main process only)",
+              "engine": f"engine, {pipeline['runtime']['num_workers']} workers"}
+    for name in ("old", "engine, 0 workers", "engine"):
+        print(f"   {labels[name]:58} {rates[name]:8.1f} {cpu_ms[name]:11.2f} {rates[name] / rates['old']:8.2f}x")
+
+    if not args.skip_real:
+        real = real_shaped(args, work, dataset)
+        forward = statistics.mean(real["forward"])
+        print(f"\n2. Real-shaped models (CLIP ViT-B/32 + ViT-B/16), {real['images']} images ({real['runtime']})")
+        print(f"   forward only, preprocessed tensors   {forward:8.2f} img/s (before {real['forward'][0]:.2f}, "
+              f"after {real['forward'][1]:.2f})")
+        print(f"   end-to-end extraction                {real['end_to_end']:8.2f} img/s")
+        print(f"   end-to-end / forward                 {real['end_to_end'] / forward:8.2f}x")
+        print(f"   CPU seconds per image: forward only {real['forward_cpu_s_per_img']:.3f}, end-to-end "
+              f"{real['end_to_end_cpu_s_per_img']:.3f} (ratio {real['forward_cpu_s_per_img'] / real['end_to_end_cpu_s_per_img']:.2f}x)")
+
+    cut = interruption(args, work, dataset, clip, vit)
+    full, resumed = cut["full"], cut["resumed"]
+    one_shard = full["extract"] / cut["shards"]
+    lost = cut["killed_after"] + resumed["startup"] + resumed["extract"] - full["startup"] - full["extract"]
+    lost_images = cut["forwarded_total"] - args.images
+    print(f"\n3. Interruption at 50% ({args.images} images, {cut['shards']} shards of {args.shard_size}; SIGKILL once half "
+          f"the images and half a shard more are forwarded)")
+    print(f"   killed with {cut['written']} shards written and {cut['forwarded_before_kill']} images forwarded; the "
+          f"resumed run forwarded {cut['forwarded_total'] - cut['forwarded_before_kill']}")
+    print(f"   work lost: {lost_images} images = {lost_images / args.shard_size:.2f} shard(s) (target: at most 1)")
+    print(f"   wall clock: uninterrupted {full['startup']:.2f} s start-up + {full['extract']:.2f} s extraction; killed "
+          f"after {cut['killed_after']:.2f} s, resumed {resumed['startup']:.2f} s + {resumed['extract']:.2f} s")
+    print(f"   time lost {lost:.2f} s = {lost / one_shard:.2f} shard-times of {one_shard:.2f} s, of which "
+          f"{resumed['startup']:.2f} s restarting the process (wall clock: sensitive to other load on the machine)")
+
+    if not args.skip_real:
+        print(f"\n4. Adding {len(NEW_CONCEPTS)} concepts to {real['images']} images")
+        print(f"   from kept region embeddings    {real['with_concepts_s']:8.3f} s (best of 3)")
+        print(f"   re-extracting                  {real['reextract_s']:8.3f} s")
+        print(f"   speed-up                       {real['reextract_s'] / real['with_concepts_s']:8.0f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The extraction run: shards of the sample split between processes, each shard's batches streamed through
+the input workers into both models (autocast at the run's precision), presence computed on the device,
+each shard written as soon as it is complete; then the main process assembles the FeatureSet."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..concepts.encoder import ConceptEncoder
+from ..concepts.presence import concept_presence, stored_regions
+from ..data import ImageSource
+from ..errors import ConfigError, ExtractionError
+from ..features import ExtractConfig, FeatureSet
+from ..storage import fsync_folder
+from ..teacher import Teacher
+from .loader import ImageBatches, ModelInput, make_loader
+from .preprocess import PREPROCESS_VERSION
+from .runtime import Processes, autocast, default_num_workers, processes, resolve_precision
+from .shards import ShardStore
+
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def _columns(meta: FeatureSet, keep_regions: bool) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Per-image result arrays: dtype and shape of one row."""
+    k, c = len(meta.concepts), len(meta.class_names)
+    columns = {"concept_scores": (np.dtype(np.float32), (k,)), "best_region": (np.dtype(np.int16), (k,)),
+               "teacher_logits": (np.dtype(np.float32), (c,))}
+    if keep_regions:
+        columns["region_embeddings"] = (np.dtype(np.float16), (len(meta.region_boxes), meta.concept_embeddings.shape[1]))
+    return columns
+
+
+def _batches(loader: torch.utils.data.DataLoader) -> Iterator[dict]:
+    """The loader's batches; a dead input worker becomes an ExtractionError that says what to try."""
+    try:
+        yield from loader
+    except RuntimeError as error:
+        if "DataLoader worker" not in str(error):
+            raise
+        raise ExtractionError(
+            f"An input worker stopped unexpectedly ({error}). Run again with num_workers=0 (CLI: --num-workers 0) "
+            "to decode in the main process and see the underlying error, or use fewer workers if the machine ran "
+            "out of memory. Shards already written are kept: the next run resumes after them.") from error
+
+
+def _forward(item: dict, teacher: Teacher, encoder: ConceptEncoder, concept_embeddings: torch.Tensor,
+             device: torch.device, precision: str, keep_regions: bool) -> dict[str, np.ndarray]:
+    """Results for one batch's decoded images: teacher logits, presence and best region, regions (fp16)."""
+    teacher_pixels, encoder_pixels = (p.to(device, non_blocking=True) for p in item["pixels"])
+    try:
+        with autocast(device, precision):
+            logits = teacher.logits_from_pixels(teacher.image_plan.normalise(teacher_pixels))
+            regions = encoder.regions_from_pixels(encoder.image_plan.normalise(encoder_pixels)).embeddings
+    except _OOM as error:
+        size = len(item["positions"])
+        raise ExtractionError(
+            f"Out of memory on {device} with a batch of {size} images: use a smaller batch size "
+            f"(batch_size={max(1, size // 2)}, CLI: --batch-size {max(1, size // 2)}). Shards already written "
+            "are kept: the next run resumes after them.") from error
+    regions = stored_regions(regions)
+    scores, best = concept_presence(regions, concept_embeddings)
+    out = {"positions": item["positions"].numpy(), "concept_scores": scores.cpu().numpy(),
+           "best_region": best.cpu().numpy().astype(np.int16), "teacher_logits": logits.float().cpu().numpy()}
+    if keep_regions:
+        out["region_embeddings"] = regions.cpu().numpy()
+    return out
+
+
+def _join(parts: list[dict[str, np.ndarray]], columns: dict) -> dict[str, np.ndarray]:
+    """One shard's arrays from its batches' (empty arrays when none of its images decoded)."""
+    names = ["positions", *columns]
+    if not parts:
+        empty = {name: np.zeros((0, *shape), dtype) for name, (dtype, shape) in columns.items()}
+        return {"positions": np.zeros(0, dtype=np.int64), **empty}
+    return {name: np.concatenate([part[name] for part in parts]) for name in names}
+
+
+def _compute(store: ShardStore, todo: list[int], source: ImageSource, teacher: Teacher, encoder: ConceptEncoder,
+             meta: FeatureSet, config: ExtractConfig, run: dict, keep_regions: bool, bar: tqdm) -> None:
+    """Compute and write the shards ``todo``, streaming their batches through the input workers."""
+    ranges = store.ranges()
+    batches, owner = [], []
+    for shard in todo:
+        start, stop = ranges[shard]
+        for begin in range(start, stop, config.batch_size):
+            batches.append(np.arange(begin, min(begin + config.batch_size, stop)))
+            owner.append(shard)
+    if not batches:
+        return
+    device = run["device"]
+    inputs = [ModelInput(teacher.image_plan),
+              ModelInput(encoder.image_plan, encoder.grid_size if encoder.region_mode == "grid" else 0)]
+    dataset = ImageBatches(source, batches, inputs, draft=config.draft)
+    loader = make_loader(dataset, min(run["num_workers"], len(batches)), pin_memory=device.type == "cuda")
+    columns = _columns(meta, keep_regions)
+    concept_embeddings = torch.from_numpy(np.asarray(meta.concept_embeddings)).to(device)
+    left, parts, failed = Counter(owner), defaultdict(list), defaultdict(list)
+    # Shards are written by one background thread (the forward passes go on meanwhile), at most two behind.
+    with torch.inference_mode(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+        pending: list[Future] = []
+        for item in _batches(loader):
+            shard = owner[item["index"]]
+            if len(item["positions"]):
+                parts[shard].append(_forward(item, teacher, encoder, concept_embeddings, device, run["precision"],
+                                             keep_regions))
+            failed[shard] += item["failed"]
+            left[shard] -= 1
+            if left[shard] == 0:
+                pending.append(writer.submit(store.write, shard, _join(parts.pop(shard, []), columns),
+                                             failed.pop(shard, [])))
+                while len(pending) > 2 or (pending and pending[0].done()):
+                    pending.pop(0).result()  # re-raises a failed write here
+            bar.update(len(item["positions"]) + len(item["failed"]))
+        for future in pending:
+            future.result()
+
+
+def _assemble(store: ShardStore, meta: FeatureSet, final: Path, run: dict, keep_regions: bool) -> None:
+    """Assemble the shards into the FeatureSet folder ``final`` (written beside it, then renamed)."""
+    building = final.with_name(f"{final.name}.assembling")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    columns = _columns(meta, keep_regions)
+    positions = store.assemble(building, columns)
+    failures = [{"image_id": int(meta.image_ids[p]), "position": int(p), "error": e} for p, e in store.failures()]
+    if failures:
+        shown = "; ".join(f"row {f['image_id']}: {f['error']}" for f in failures[:3])
+        warnings.warn(f"{len(failures)} image(s) could not be read and were left out of the features "
+                      f"(provenance['failed_images'] lists them): {shown}", stacklevel=3)
+    arrays = {name: np.load(building / f"{name}.npy", mmap_mode="r") for name in columns}
+    features = replace(meta, **arrays, labels=meta.labels[positions], image_ids=meta.image_ids[positions],
+                       is_val=meta.is_val[positions],
+                       provenance={**meta.provenance, "runtime": {k: str(v) if k == "device" else v for k, v in run.items()},
+                                   "failed_images": failures, "n_failed": len(failures)})
+    features.save(building)
+    del arrays, features
+    if (final / "meta.json").exists():  # another run finished the same features first
+        shutil.rmtree(building)
+    else:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(building, final)
+        fsync_folder(final.parent)
+    shutil.rmtree(store.folder, ignore_errors=True)
+
+
+def _same_key_everywhere(procs: Processes, key: str) -> None:
+    """Every process must extract the same thing (same inputs, hence the same fingerprint)."""
+    if procs.count == 1:
+        return
+    from accelerate.utils import gather_object
+
+    keys = set(gather_object([key]))
+    if len(keys) != 1:
+        raise ConfigError(f"The processes of this launch computed different feature fingerprints {sorted(keys)}: "
+                          "give every process the same teacher, dataset, encoder, corpus and settings.")
+
+
+def run_extraction(source: ImageSource, teacher: Teacher, encoder: ConceptEncoder, meta: FeatureSet,
+                   config: ExtractConfig, *, root: Path | None, keep_regions: bool, progress: bool = True) -> FeatureSet:
+    """Extract the features described by ``meta`` (a FeatureSet with everything but the per-image results:
+    its fingerprint, concepts and embeddings, sample ids, labels and split) into ``root/<fingerprint>``.
+
+    Shards go to ``root/<fingerprint>.partial`` first; a run interrupted at any point and started again
+    resumes after the last complete shard. Under ``accelerate launch`` shard i goes to process i % P and
+    the main process assembles; every process returns the same FeatureSet. ``root=None``: a temporary
+    folder, removed at the end (or on an error: nothing to resume from), the FeatureSet loaded into memory.
+    """
+    procs = processes(config.device)
+    device = procs.device
+    _same_key_everywhere(procs, meta.fingerprint)
+    base = root if root is not None else Path(tempfile.gettempdir()) / "infincond-features"
+    final, partial = base / meta.fingerprint, base / f"{meta.fingerprint}.partial"
+    teacher.to(device)
+    encoder.to(device)
+    identity = {"fingerprint": meta.fingerprint, "n_images": len(source), "keep_regions": keep_regions}
+    if procs.is_main:
+        ShardStore.open(partial, identity, config.shard_size, create=True)
+    procs.wait()
+    store = ShardStore.open(partial, identity, config.shard_size, create=False)
+    done, ranges = store.done(), store.ranges()
+    todo = [i for i in range(len(ranges)) if i % procs.count == procs.index and i not in done]
+    workers = config.num_workers if config.num_workers is not None else default_num_workers(procs.local_count)
+    run = {"device": device, "precision": resolve_precision(config.precision, device), "processes": procs.count,
+           "num_workers": workers, "batch_size": config.batch_size, "shard_size": store.shard_size,
+           "preprocess": {"version": PREPROCESS_VERSION, "draft": config.draft,
+                          "teacher": "fast" if teacher.image_plan.fast else "processor",
+                          "encoder": "fast" if encoder.image_plan.fast else "processor"}}
+    if done and procs.is_main and progress:
+        print(f"Resuming: {len(done)} of {len(ranges)} shards already extracted in {partial}")
+    n_todo = sum(ranges[i][1] - ranges[i][0] for i in todo)
+    try:
+        with tqdm(total=n_todo, desc="Extracting concepts", unit="img", disable=not (progress and procs.is_main)) as bar:
+            _compute(store, todo, source, teacher, encoder, meta, config, run, keep_regions, bar)
+    except BaseException:
+        if root is None:  # no cache asked for: nothing is kept to resume from
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    procs.wait()
+    if procs.is_main:
+        _assemble(store, meta, final, run, keep_regions)
+    procs.wait()
+    features = FeatureSet.load(final, mmap=root is not None)
+    if root is None:
+        procs.wait()
+        if procs.is_main:
+            shutil.rmtree(final, ignore_errors=True)
+    return features
