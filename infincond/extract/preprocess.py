@@ -2,14 +2,14 @@
 giving uint8 pixels (done in DataLoader workers), then one per-channel affine (rescale + normalise) done
 batched in torch on the model's device.
 
-Supported exactly (class name with or without its ``Pil`` / ``Fast`` suffix): CLIP, ViT, SigLIP, ConvNeXT
-(its ``crop_pct`` resize-then-crop below 384 px), BiT and EfficientNet (ALIGN; ``rescale_offset`` and
-``include_top``) image processors. The geometry is the processor's own PIL call, so the uint8 pixels are
-identical to what the PIL backend computes; after rescaling and normalising, the tensors match the
-processor's within 1e-5 (absolute; float32 rounding of one fused affine). A processor that is not
-supported, or a setting the plan does not cover (padding, ``longest_edge``...), falls back to running the
-processor itself on each image in the workers (still in parallel). A torchvision-backed processor resizes
-with torch, not PIL: the fast path reproduces its PIL twin, which it differs from by a few grey levels.
+Supported (class name with or without its ``Pil`` / ``Fast`` suffix): CLIP, ViT, SigLIP, ConvNeXT (its
+``crop_pct`` resize-then-crop below 384 px), BiT and EfficientNet (ALIGN; ``rescale_offset`` and
+``include_top``) image processors. Bilinear and bicubic resizes run in torch, on uint8, antialiased (the
+vectorised kernels torchvision's resize uses, several times faster than PIL's); other filters run PIL's own
+call. Tolerance against the PIL processors, in grey levels of the resized uint8 image: at most 2 on noise,
+1 on photographs, under 0.1 on average; crops are identical and the affine agrees to float32 rounding. A
+processor that is not supported, or a setting the plan does not cover (padding, ``longest_edge``...),
+falls back to running the processor itself on each image in the workers (still in parallel).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 #: Bump when the fast path changes the pixels it produces (it is part of the feature cache's fingerprint).
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
 
 FAST_PROCESSORS = ("CLIPImageProcessor", "ViTImageProcessor", "SiglipImageProcessor", "ConvNextImageProcessor",
                    "BitImageProcessor", "EfficientNetImageProcessor")
@@ -91,9 +91,9 @@ class ImagePlan:
         if not self.fast:
             return np.asarray(self.processor(images=[image], return_tensors="np")["pixel_values"][0], dtype=np.float32)
         if self.resize is not None:
-            target = self.resized_size(*(original_size or image.size))
-            image = image.resize(target, resample=self.resample, box=box)
-        array = np.asarray(image)
+            array = resize(image, self.resized_size(*(original_size or image.size)), self.resample, box)
+        else:
+            array = np.asarray(image)
         for height, width in self.crops:
             array = centre_crop(array, height, width)
         return np.ascontiguousarray(array.transpose(2, 0, 1))
@@ -117,6 +117,23 @@ class ImagePlan:
         if not self.fast or self.resize is None:
             return None
         return self.resized_size(width, height)
+
+
+#: Filters torch resizes (antialiased, on uint8, with the kernels torchvision's resize uses): within one grey
+#: level of PIL's, several times faster. Other filters, and drafted images, go through PIL.
+TORCH_FILTERS = {int(Image.Resampling.BILINEAR): "bilinear", int(Image.Resampling.BICUBIC): "bicubic"}
+
+
+def resize(image: Image.Image, size: tuple[int, int], resample: int,
+           box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """An RGB image resized to ``size`` (width, height), as (H, W, 3) uint8. Bilinear and bicubic run in
+    torch (uint8, antialiased, channels-last: its vectorised kernels), the others in PIL."""
+    mode = TORCH_FILTERS.get(int(resample))
+    if mode is None or box is not None or image.size == size:
+        return np.asarray(image.resize(size, resample=resample, box=box) if image.size != size or box else image)
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None]  # channels-last strides
+    resized = torch.nn.functional.interpolate(pixels, size=(size[1], size[0]), mode=mode, antialias=True)
+    return resized[0].permute(1, 2, 0).numpy()
 
 
 def centre_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
