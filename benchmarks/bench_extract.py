@@ -68,15 +68,17 @@ def photo_jpeg(rng: np.random.Generator, width: int = 500, height: int = 375) ->
     return buffer.getvalue()
 
 
-def jpeg_dataset(folder: Path, n: int) -> Path:
-    """A saved datasets dataset of ``n`` JPEGs (an Image column of bytes) and 10 labels."""
+def jpeg_dataset(folder: Path, n: int, unique: int = 2048) -> Path:
+    """A saved datasets dataset of ``n`` JPEGs (an Image column of bytes) and 10 labels: ``unique`` distinct
+    photos, repeated (each row is still decoded on its own, so the cost per image is the same)."""
     from datasets import ClassLabel, Dataset, Features
     from datasets import Image as ImageFeature
 
     if (folder / "dataset_info.json").exists():
         return folder
     rng = np.random.default_rng(0)
-    rows = [{"bytes": photo_jpeg(rng), "path": None} for _ in range(n)]
+    photos = [photo_jpeg(rng) for _ in range(min(n, unique))]
+    rows = [{"bytes": photos[i % len(photos)], "path": None} for i in range(n)]
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=[f"class {i}" for i in range(10)])})
     Dataset.from_dict({"image": rows, "label": [i % 10 for i in range(n)]}, features=features).save_to_disk(str(folder))
     return folder
@@ -295,6 +297,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="Keep the generated JPEGs and models here between runs.")
     parser.add_argument("--skip-real", action="store_true", help="Skip parts 2 and 4.")
+    parser.add_argument("--parts", default="1,2,3,4", help="Which parts to run (comma-separated).")
     args = parser.parse_args()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-extract-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -304,6 +307,18 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, cuda: {torch.cuda.is_available()}, "
           f"device: {args.device}, precision: {args.precision}, workers: {args.num_workers or 'default'}")
 
+    parts = {int(p) for p in args.parts.split(",")}
+    if args.skip_real:
+        parts -= {2, 4}
+    if 1 in parts:
+        part_one(args, work, dataset, clip, vit)
+    if parts & {2, 4}:
+        part_two_and_four(args, work, dataset, parts)
+    if 3 in parts:
+        part_three(args, work, dataset, clip, vit)
+
+
+def part_one(args, work, dataset, clip, vit) -> None:
     pipeline = input_pipeline(args, work, dataset, clip, vit)
     rates, cpu_ms = pipeline["rates"], pipeline["cpu_ms"]
     print(f"\n1. Input pipeline, {pipeline['images']} JPEGs 500x375, tiny 224 px models ({pipeline['runtime']})")
@@ -314,8 +329,10 @@ def main() -> None:
     for name in ("old", "engine, 0 workers", "engine"):
         print(f"   {labels[name]:58} {rates[name]:8.1f} {cpu_ms[name]:11.2f} {rates[name] / rates['old']:8.2f}x")
 
-    if not args.skip_real:
-        real = real_shaped(args, work, dataset)
+
+def part_two_and_four(args, work, dataset, parts) -> None:
+    real = real_shaped(args, work, dataset)
+    if 2 in parts:
         forward = statistics.mean(real["forward"])
         print(f"\n2. Real-shaped models (CLIP ViT-B/32 + ViT-B/16), {real['images']} images ({real['runtime']})")
         print(f"   forward only, preprocessed tensors   {forward:8.2f} img/s (before {real['forward'][0]:.2f}, "
@@ -325,6 +342,14 @@ def main() -> None:
         print(f"   CPU seconds per image: forward only {real['forward_cpu_s_per_img']:.3f}, end-to-end "
               f"{real['end_to_end_cpu_s_per_img']:.3f} (ratio {real['forward_cpu_s_per_img'] / real['end_to_end_cpu_s_per_img']:.2f}x)")
 
+    if 4 in parts:
+        print(f"\n4. Adding {len(NEW_CONCEPTS)} concepts to {real['images']} images")
+        print(f"   from kept region embeddings    {real['with_concepts_s']:8.3f} s (best of 3)")
+        print(f"   re-extracting                  {real['reextract_s']:8.3f} s")
+        print(f"   speed-up                       {real['reextract_s'] / real['with_concepts_s']:8.0f}x")
+
+
+def part_three(args, work, dataset, clip, vit) -> None:
     cut = interruption(args, work, dataset, clip, vit)
     full, resumed = cut["full"], cut["resumed"]
     one_shard = full["extract"] / cut["shards"]
@@ -339,12 +364,6 @@ def main() -> None:
           f"after {cut['killed_after']:.2f} s, resumed {resumed['startup']:.2f} s + {resumed['extract']:.2f} s")
     print(f"   time lost {lost:.2f} s = {lost / one_shard:.2f} shard-times of {one_shard:.2f} s, of which "
           f"{resumed['startup']:.2f} s restarting the process (wall clock: sensitive to other load on the machine)")
-
-    if not args.skip_real:
-        print(f"\n4. Adding {len(NEW_CONCEPTS)} concepts to {real['images']} images")
-        print(f"   from kept region embeddings    {real['with_concepts_s']:8.3f} s (best of 3)")
-        print(f"   re-extracting                  {real['reextract_s']:8.3f} s")
-        print(f"   speed-up                       {real['reextract_s'] / real['with_concepts_s']:8.0f}x")
 
 
 if __name__ == "__main__":

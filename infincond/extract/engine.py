@@ -57,8 +57,10 @@ def _batches(loader: torch.utils.data.DataLoader) -> Iterator[dict]:
 
 
 def _forward(item: dict, teacher: Teacher, encoder: ConceptEncoder, concept_embeddings: torch.Tensor,
-             device: torch.device, precision: str, keep_regions: bool) -> dict[str, np.ndarray]:
-    """Results for one batch's decoded images: teacher logits, presence and best region, regions (fp16)."""
+             device: torch.device, precision: str, keep_regions: bool) -> tuple[dict[str, torch.Tensor], object]:
+    """Launch one batch: teacher logits, presence and best region, regions (fp16). Returns the results as CPU
+    tensors being copied from the device without waiting (pinned memory), and an event that marks the copy
+    done (None off CUDA): the next batch is launched while this one finishes."""
     teacher_pixels, encoder_pixels = (p.to(device, non_blocking=True) for p in item["pixels"])
     try:
         with autocast(device, precision):
@@ -72,11 +74,26 @@ def _forward(item: dict, teacher: Teacher, encoder: ConceptEncoder, concept_embe
             "are kept: the next run resumes after them.") from error
     regions = stored_regions(regions)
     scores, best = concept_presence(regions, concept_embeddings)
-    out = {"positions": item["positions"].numpy(), "concept_scores": scores.cpu().numpy(),
-           "best_region": best.cpu().numpy().astype(np.int16), "teacher_logits": logits.float().cpu().numpy()}
+    results = {"concept_scores": scores, "best_region": best.to(torch.int16), "teacher_logits": logits.float()}
     if keep_regions:
-        out["region_embeddings"] = regions.cpu().numpy()
-    return out
+        results["region_embeddings"] = regions
+    if device.type != "cuda":
+        return {name: value.cpu() for name, value in results.items()}, None
+    copies = {}
+    for name, value in results.items():
+        copies[name] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+        copies[name].copy_(value, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return copies, event
+
+
+def _collect(item: dict, launched: tuple[dict[str, torch.Tensor], object]) -> dict[str, np.ndarray]:
+    """One launched batch's results as arrays, once its copies are done."""
+    copies, event = launched
+    if event is not None:
+        event.synchronize()
+    return {"positions": item["positions"].numpy(), **{name: value.numpy() for name, value in copies.items()}}
 
 
 def _join(parts: list[dict[str, np.ndarray]], columns: dict) -> dict[str, np.ndarray]:
@@ -109,13 +126,16 @@ def _compute(store: ShardStore, todo: list[int], source: ImageSource, teacher: T
     concept_embeddings = torch.from_numpy(np.asarray(meta.concept_embeddings)).to(device)
     left, parts, failed = Counter(owner), defaultdict(list), defaultdict(list)
     # Shards are written by one background thread (the forward passes go on meanwhile), at most two behind.
+    # Batch i + 1 is launched on the device before batch i's results are collected, so the device never
+    # waits for the host's bookkeeping.
     with torch.inference_mode(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
         pending: list[Future] = []
-        for item in _batches(loader):
+        previous = None
+
+        def finish(item: dict, launched) -> None:
             shard = owner[item["index"]]
-            if len(item["positions"]):
-                parts[shard].append(_forward(item, teacher, encoder, concept_embeddings, device, run["precision"],
-                                             keep_regions))
+            if launched is not None:
+                parts[shard].append(_collect(item, launched))
             failed[shard] += item["failed"]
             left[shard] -= 1
             if left[shard] == 0:
@@ -124,6 +144,15 @@ def _compute(store: ShardStore, todo: list[int], source: ImageSource, teacher: T
                 while len(pending) > 2 or (pending and pending[0].done()):
                     pending.pop(0).result()  # re-raises a failed write here
             bar.update(len(item["positions"]) + len(item["failed"]))
+
+        for item in _batches(loader):
+            launched = (_forward(item, teacher, encoder, concept_embeddings, device, run["precision"], keep_regions)
+                        if len(item["positions"]) else None)
+            if previous is not None:
+                finish(*previous)
+            previous = (item, launched)
+        if previous is not None:
+            finish(*previous)
         for future in pending:
             future.result()
 

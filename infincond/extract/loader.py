@@ -123,13 +123,14 @@ class ImageBatches(torch.utils.data.Dataset):
     def _prepare(self, decoded: tuple[Image.Image, tuple[int, int], tuple | None]) -> list[np.ndarray]:
         image, original, box = decoded
         done: dict[ImagePlan, np.ndarray] = {}
+        array = np.array(image, dtype=np.uint8) if box is None else None  # one conversion for every plan
         out = []
         for model_input in self.inputs:
             if model_input.grid_size:
                 out.append(np.stack([model_input.plan.pixels(view) for view in image_views(image, model_input.grid_size)]))
                 continue
             if model_input.plan not in done:  # two models with the same plan share the work
-                done[model_input.plan] = model_input.plan.pixels(image, original, box)[None]
+                done[model_input.plan] = model_input.plan.pixels(image, original, box, array)[None]
             out.append(done[model_input.plan])
         return out
 

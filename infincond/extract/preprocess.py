@@ -83,16 +83,17 @@ class ImagePlan:
         return (a, new_long) if width <= height else (new_long, a)
 
     def pixels(self, image: Image.Image, original_size: tuple[int, int] | None = None,
-               box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+               box: tuple[float, float, float, float] | None = None, array: np.ndarray | None = None) -> np.ndarray:
         """Pixels of one RGB image: uint8 (3, H, W) for a fast plan, float32 for a processor plan.
 
         A JPEG decoded in draft mode is smaller than the original: ``original_size`` (width, height) is the
-        original's, from which the output size is computed, and ``box`` the area of ``image`` it covers."""
+        original's, from which the output size is computed, and ``box`` the area of ``image`` it covers.
+        ``array``: the image as (H, W, 3) uint8, when already at hand (two plans share one conversion)."""
         if not self.fast:
             return np.asarray(self.processor(images=[image], return_tensors="np")["pixel_values"][0], dtype=np.float32)
         if self.resize is not None:
-            array = resize(image, self.resized_size(*(original_size or image.size)), self.resample, box)
-        else:
+            array = resize(image, self.resized_size(*(original_size or image.size)), self.resample, box, array)
+        elif array is None:
             array = np.asarray(image)
         for height, width in self.crops:
             array = centre_crop(array, height, width)
@@ -125,13 +126,15 @@ TORCH_FILTERS = {int(Image.Resampling.BILINEAR): "bilinear", int(Image.Resamplin
 
 
 def resize(image: Image.Image, size: tuple[int, int], resample: int,
-           box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+           box: tuple[float, float, float, float] | None = None, array: np.ndarray | None = None) -> np.ndarray:
     """An RGB image resized to ``size`` (width, height), as (H, W, 3) uint8. Bilinear and bicubic run in
-    torch (uint8, antialiased, channels-last: its vectorised kernels), the others in PIL."""
+    torch (uint8, antialiased, channels-last: its vectorised kernels), the others in PIL. ``array``: the
+    image as a writable (H, W, 3) uint8 array, when already at hand."""
     mode = TORCH_FILTERS.get(int(resample))
     if mode is None or box is not None or image.size == size:
         return np.asarray(image.resize(size, resample=resample, box=box) if image.size != size or box else image)
-    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None]  # channels-last strides
+    array = np.array(image, dtype=np.uint8) if array is None else array
+    pixels = torch.from_numpy(array).permute(2, 0, 1)[None]  # channels-last strides
     resized = torch.nn.functional.interpolate(pixels, size=(size[1], size[0]), mode=mode, antialias=True)
     return resized[0].permute(1, 2, 0).numpy()
 
