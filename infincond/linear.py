@@ -82,6 +82,14 @@ class LinearStudent:
                   "info": dict(self.info)}
         return replace(self, **{**copied, **changes})
 
+    def widened(self, score_mean: np.ndarray, score_std: np.ndarray) -> LinearStudent:
+        """This student over k more concepts (appended, with these standardisation statistics (k,)), whose
+        weights are 0: it predicts exactly as before."""
+        pad = ((0, 0), (0, len(score_mean)))
+        return self.copy(weight=np.pad(self.weight, pad), score_mean=np.concatenate([self.score_mean, score_mean]),
+                         score_std=np.concatenate([self.score_std, score_std]),
+                         weight_std=None if self.weight_std is None else np.pad(self.weight_std, pad))
+
     def standardise(self, concept_scores: np.ndarray) -> np.ndarray:
         """(scores - score_mean) / score_std, (N, K) float32."""
         return ((np.asarray(concept_scores, dtype=np.float32) - self.score_mean) / self.score_std).astype(np.float32)

@@ -196,3 +196,26 @@ def test_switching_students_keeps_each_tuning_session(app_url, preset):
     again = call(client, "distill", NEC, 20, "any class")
     assert [r["action"].split(" ")[0] for r in rows(again["log_table"])] == ["distilled", "remove"]
 
+
+
+def test_a_typed_concept_is_scored_shown_and_tunable_without_an_image_pass(app_url, preset, monkeypatch):
+    client = Client(app_url, verbose=False)
+    load_and_distil(client, preset)
+    call(client, "apply", "Remove", 2.0, 20, "any class")
+    before = json.loads(open(client.predict(api_name="/export_log")).read())
+    from infincond.extract import engine
+
+    def no_image_pass(*args, **kwargs):
+        raise AssertionError("adding a concept must not read images")
+
+    monkeypatch.setattr(engine, "run_extraction", no_image_pass)
+    out = call(client, "add_concept", "zebra stripes", 20, "any class")
+    assert out["new_concept"] == ""
+    assert "Where **zebra stripes** is most present" in out["images_md"]
+    assert "zebra stripes" in [row["concept"] for row in rows(out["heat"])]
+    assert "Selected: **zebra stripes**" in out["selection_md"]
+    after = json.loads(open(client.predict(api_name="/export_log")).read())
+    assert [e["summary"] for e in after["entries"]] == [e["summary"] for e in before["entries"]]
+    np.testing.assert_allclose(np.asarray(after["final"]["weight"])[:, :-1], before["final"]["weight"], atol=1e-9)
+    out = call(client, "apply", "Up-tune", 2.0, 20, "any class")  # a concept no class used: now it is used
+    assert rows(out["log_table"])[-1]["action"].startswith("up-tune 'zebra stripes' for")

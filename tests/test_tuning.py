@@ -408,3 +408,26 @@ def test_any_sequence_of_actions_keeps_constraints_undo_exact_and_replay_equal(a
             assert_holds(s)
     replayed = TuningSession.replay(SMALL, json.loads(json.dumps(s.export_log())))
     assert np.max(np.abs(replayed.weight - s.weight)) <= 1e-6
+
+
+def test_a_session_moves_onto_features_with_more_concepts():
+    from dataclasses import replace as dc_replace
+
+    s = session()
+    concept, cls, _ = used(s, 1)
+    s.down(concept, cls, 2)
+    s.set_label_weight(0.25)
+    s.undo()
+    rng = np.random.default_rng(7)
+    extra = rng.random((len(FEATURES.is_val), 2)).astype(np.float32)
+    wider_features = dc_replace(
+        FEATURES, concept_scores=np.concatenate([FEATURES.concept_scores, extra], 1),
+        best_region=np.concatenate([FEATURES.best_region, np.zeros_like(extra, dtype=np.int16)], 1),
+        concept_embeddings=np.concatenate([FEATURES.concept_embeddings, rng.normal(size=(2, 8)).astype(np.float32)]),
+        concepts=[*FEATURES.concepts, "new a", "new b"], concept_sources=[*FEATURES.concept_sources, "typed", "typed"],
+        provenance={"fingerprint": "planted-wider"})
+    wider = s.widen(wider_features)
+    np.testing.assert_allclose(wider.weight[:, :-2], s.weight, atol=1e-9)
+    assert not wider.weight[:, -2:].any() and [e.summary for e in wider.log] == [e.summary for e in s.log]
+    wider.up("new a", cls)  # a concept the student does not use yet, now tunable
+    assert wider.constraint("new a", cls)["weight"] > 0 and wider.metrics["nec"] > s.metrics["nec"]

@@ -1,5 +1,5 @@
 """The provenance log: one :class:`LogEntry` per action, exported as versioned JSON (the starting student,
-every entry, the final weights) and read back, validated field by field, for a replay."""
+every entry, the final weights), read back and validated field by field, and replayed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import numpy as np
 
 from ..checks import check_number
 from ..distill import DistillConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, ConstraintError
+from ..storage import atomic_write_text
 from .edits import Action
 
 LOG_FORMAT = "infincond-tuning-log"
@@ -233,3 +234,77 @@ def validate_log(data: object) -> None:
         _check_params(action, _get(entry, "params", f"entries[{i}]"), f"entries[{i}].params", i)
     final = _get(data, "final", "")
     _finite_array(_get(final, "weight", "final"), "final.weight", (rows, cols))
+
+
+def export(session, path: str | os.PathLike | None = None) -> dict:
+    """A session's whole log as a JSON-ready dict: the features it was recorded on (a hash of them, which a
+    replay checks), the starting student, every entry, and the final weights; written to ``path``
+    atomically when given."""
+    initial = session.initial
+    data = {
+        "format": LOG_FORMAT,
+        "version": LOG_VERSION,
+        "features": {"key": features_key(session.features), "fingerprint": session.features.fingerprint,
+                     "n_images": len(session.features.is_val), "concepts": len(session.concepts),
+                     "class_names": session.class_names},
+        "initial": {"weight": initial.weight.tolist(), "bias": initial.bias.tolist(),
+                    "score_mean": initial.score_mean.astype(float).tolist(),
+                    "score_std": initial.score_std.astype(float).tolist(), "config": initial.config.to_dict()},
+        "entries": [entry.to_dict() for entry in session.log],
+        "final": {"state": session.cursor, "weight": session.state.weight.tolist(), "bias": session.state.bias.tolist()},
+    }
+    text = log_text(data)
+    if path is not None:
+        atomic_write_text(path, text)
+    return data
+
+
+def rerun(session, entries: list) -> None:
+    """Run a log's actions again on ``session``, in order (``LogEntry`` objects or their exported dicts, the
+    start entry excluded): what a replay does, and how a session moves onto wider features."""
+    from .edits import Edit
+
+    for step, entry in enumerate(entries, start=1):
+        action, params = (entry.action, entry.params) if isinstance(entry, LogEntry) else (entry["action"],
+                                                                                            entry["params"])
+        try:
+            if action == "edit":
+                session.apply(Edit(**params))
+            elif action == "label_weight":
+                session.set_label_weight(params["label_weight"])
+            elif action in ("undo", "redo"):
+                getattr(session, action)()
+            else:
+                session.jump(params["step"])
+        except (ConfigError, ConstraintError) as err:
+            raise ConfigError(f"Step {step} of the tuning log ({action}) cannot be replayed: {err}") from err
+
+
+def replay(session_class, features, log: dict | str | os.PathLike, *, eval_features=None, atol: float = 1e-6,
+           strict: bool = True):
+    """Rebuild a session by replaying an exported log on the same FeatureSet: every action runs again,
+    refits included. The final weights are compared with the recorded ones: the largest gap is kept in
+    ``session.replay_gap``, and a gap over ``atol`` raises unless ``strict=False`` (refits on another
+    machine may differ in the last float32 digits)."""
+    from ..linear import LinearStudent
+
+    data = read_log(log)
+    key = features_key(features)
+    if data["features"]["key"] != key:
+        raise ConfigError(f"This log was recorded on other features (key {data['features']['key']}, here {key}): "
+                          "replay it on the FeatureSet it came from.")
+    init = data["initial"]
+    student = LinearStudent(np.asarray(init["weight"], dtype=np.float64), np.asarray(init["bias"], dtype=np.float64),
+                            np.asarray(init["score_mean"], dtype=np.float32),
+                            np.asarray(init["score_std"], dtype=np.float32), DistillConfig.from_dict(init["config"]))
+    entries = data["entries"]
+    session = session_class(features, student, eval_features=eval_features,
+                            label_weight=entries[0]["params"]["label_weight"])
+    session.rerun(entries[1:])
+    final = np.asarray(data["final"]["weight"])
+    gap = float(np.max(np.abs(session.weight - final))) if final.shape == session.weight.shape else float("inf")
+    session.replay_gap = gap
+    if strict and not gap <= atol:
+        raise ConfigError(f"Replaying the log did not reproduce its final student: the largest weight gap is "
+                          f"{gap:.3g} (allowed {atol:g}). Pass strict=False to keep the replayed session.")
+    return session

@@ -12,24 +12,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..distill import Constraints, DistillConfig, Refitter
-from ..errors import ConfigError, ConstraintError
-from ..linear import LinearStudent
+from ..distill import Constraints, Refitter
+from ..errors import ConfigError
+from ..linear import LinearStudent, standardisation
 from ..metrics import Evaluator, Metrics
-from ..storage import atomic_write_text
 from .edits import DEFAULT_FACTOR, Action, Constrained, Edit, Kind, constrain
 from .history import History, State
-from .log import (
-    LOG_FORMAT,
-    LOG_VERSION,
-    LogEntry,
-    bound,
-    features_key,
-    log_text,
-    metric_delta,
-    now,
-    read_log,
-)
+from .log import LogEntry, bound, export, metric_delta, now, replay, rerun
 from .names import Names
 
 
@@ -292,66 +281,28 @@ class TuningSession:
     # -- provenance: export, import, replay ----------------------------------------------------------
     def export_log(self, path: str | os.PathLike | None = None) -> dict:
         """The whole log as a JSON-ready dict, with the starting student; written to ``path`` (atomically)
-        when given."""
-        initial = self.initial
-        data = {
-            "format": LOG_FORMAT,
-            "version": LOG_VERSION,
-            "features": {"key": features_key(self.features), "fingerprint": self.features.fingerprint,
-                         "n_images": len(self.features.is_val), "concepts": len(self.concepts),
-                         "class_names": self.class_names},
-            "initial": {"weight": initial.weight.tolist(), "bias": initial.bias.tolist(),
-                        "score_mean": initial.score_mean.astype(float).tolist(),
-                        "score_std": initial.score_std.astype(float).tolist(), "config": initial.config.to_dict()},
-            "entries": [entry.to_dict() for entry in self.log],
-            "final": {"state": self.cursor, "weight": self.state.weight.tolist(), "bias": self.state.bias.tolist()},
-        }
-        text = log_text(data)
-        if path is not None:
-            atomic_write_text(path, text)
-        return data
+        when given. See :func:`infincond.tuning.log.export`."""
+        return export(self, path)
 
     def rerun(self, entries: list) -> None:
-        """Run a log's actions again, in order (``LogEntry`` objects or their exported dicts, the start
-        entry excluded): what :meth:`replay` does, and how a session moves onto wider features."""
-        for step, entry in enumerate(entries, start=1):
-            action, params = (entry.action, entry.params) if isinstance(entry, LogEntry) else (entry["action"],
-                                                                                                entry["params"])
-            try:
-                if action == "edit":
-                    self.apply(Edit(**params))
-                elif action == "label_weight":
-                    self.set_label_weight(params["label_weight"])
-                elif action in ("undo", "redo"):
-                    getattr(self, action)()
-                else:
-                    self.jump(params["step"])
-            except (ConfigError, ConstraintError) as err:
-                raise ConfigError(f"Step {step} of the tuning log ({action}) cannot be replayed: {err}") from err
+        """Run a log's actions again, in order (the start entry excluded): see :func:`~.log.rerun`."""
+        rerun(self, entries)
+
+    def widen(self, features) -> TuningSession:
+        """This session on ``features`` with more concepts (the same ones first, then new ones): the student
+        gets weight 0 on the new concepts and every action of the log runs again, so the weights are the same
+        and the new concepts are ready to be edited."""
+        k = self.features.num_concepts
+        if features.concepts[:k] != self.concepts or features.class_names != self.class_names:
+            raise ConfigError("The wider features must start with this session's concepts and have its classes.")
+        mean, std = standardisation(features.concept_scores[~features.is_val][:, k:])
+        wider = TuningSession(features, self.initial.widened(mean, std), label_weight=self.log[0].params["label_weight"])
+        wider.rerun(self.log[1:])
+        return wider
 
     @classmethod
     def replay(cls, features, log: dict | str | os.PathLike, *, eval_features=None, atol: float = 1e-6,
                strict: bool = True) -> TuningSession:
-        """Rebuild a session by replaying an exported log on the same FeatureSet: every action runs again,
-        refits included. The final weights are compared with the recorded ones: the largest gap is kept in
-        ``session.replay_gap``, and a gap over ``atol`` raises unless ``strict=False`` (refits on another
-        machine may differ in the last float32 digits)."""
-        data = read_log(log)
-        key = features_key(features)
-        if data["features"]["key"] != key:
-            raise ConfigError(f"This log was recorded on other features (key {data['features']['key']}, here {key}): "
-                              "replay it on the FeatureSet it came from.")
-        init = data["initial"]
-        student = LinearStudent(np.asarray(init["weight"], dtype=np.float64), np.asarray(init["bias"], dtype=np.float64),
-                                np.asarray(init["score_mean"], dtype=np.float32),
-                                np.asarray(init["score_std"], dtype=np.float32), DistillConfig.from_dict(init["config"]))
-        entries = data["entries"]
-        session = cls(features, student, eval_features=eval_features, label_weight=entries[0]["params"]["label_weight"])
-        session.rerun(entries[1:])
-        final = np.asarray(data["final"]["weight"])
-        gap = float(np.max(np.abs(session.weight - final))) if final.shape == session.weight.shape else float("inf")
-        session.replay_gap = gap
-        if strict and not gap <= atol:
-            raise ConfigError(f"Replaying the log did not reproduce its final student: the largest weight gap is "
-                              f"{gap:.3g} (allowed {atol:g}). Pass strict=False to keep the replayed session.")
-        return session
+        """Rebuild a session by replaying an exported log on the same FeatureSet (see
+        :func:`infincond.tuning.log.replay`)."""
+        return replay(cls, features, log, eval_features=eval_features, atol=atol, strict=strict)

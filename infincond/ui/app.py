@@ -25,7 +25,8 @@ from ..features import default_cache_dir
 from ..shared import SHARED, SharedCache
 from . import views
 from .layout import CSS, GROUPS, SORTS, group, layout, on_space
-from .workspace import LoadSettings, Workspace
+from .settings import LoadSettings
+from .workspace import Workspace
 from .world_job import WorldJob
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from ..errors import ConfigError
 from . import autosave, views
 from .app import EVENT_GROUPS, _guard, _index, push_token, render, view_options
 from .layout import ACTIONS, SETUP_FIELDS, group, on_space
-from .workspace import LoadSettings, Workspace, _new_id
+from .settings import LoadSettings
+from .workspace import Workspace, _new_id
 from .world_job import WorldJob
 
 
@@ -73,7 +74,7 @@ class Events:
             saved = None
         if saved is not None:
             ws.id = saved_id
-            out = {c.restore_md: gr.Markdown(ws.describe_autosave(saved), visible=True), c.restore_row: gr.Row(visible=True)}
+            out = {c.restore_md: gr.Markdown(autosave.describe(saved), visible=True), c.restore_row: gr.Row(visible=True)}
         return self.respond(ws, "load") | out | {c.browser: {"session": ws.id}} | self.world_status(None)
 
     def on_tick(self, preset_name):

@@ -10,7 +10,7 @@ import gradio as gr
 
 from ..distill import DistillConfig
 from ..tuning import Action
-from .workspace import CORPUS_CHOICES, LoadSettings
+from .settings import CORPUS_CHOICES, LoadSettings
 
 SORTS = ("any class", "selected class")
 ACTIONS = {action.label: action.value for action in Action}

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from ..demo import World, load_world
-from .workspace import LoadSettings
+from .settings import LoadSettings
 
 
 def shapes_preset(world: World, samples: int = 600) -> LoadSettings:
