@@ -158,11 +158,13 @@ def launch_kwargs() -> dict:
 
 
 def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | os.PathLike | None = None, *,
-              world: WorldJob | None = None, shared: SharedCache = SHARED) -> gr.Blocks:
+              world: WorldJob | None = None, shared: SharedCache = SHARED,
+              workspace: Callable[[], Workspace] | None = None) -> gr.Blocks:
     """The app. ``presets`` fill the setup fields (the first is the default); ``world``, a Shapes world
     still building, becomes the first preset once ready (the page shows its progress meanwhile);
     ``cache_dir`` holds features, autosaves and session folders; ``shared``, the models and features that
-    sessions share."""
+    sessions share; ``workspace`` makes each new session's workspace (benchmarks start sessions on a
+    FeatureSet with it)."""
     from .events import wire
 
     entries: dict[str, LoadSettings | None] = {}
@@ -174,7 +176,7 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
     with gr.Blocks(title="InFiConD") as demo:
         c = layout(entries, app_secret(cache))
         c.demo = demo
-        wire(c, entries, lambda: Workspace(cache_dir=cache, shared=shared), world)
+        wire(c, entries, workspace or (lambda: Workspace(cache_dir=cache, shared=shared)), world)
     return demo
 
 

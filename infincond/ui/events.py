@@ -263,7 +263,7 @@ def wire(c: SimpleNamespace, presets: dict[str, LoadSettings | None], new_worksp
     on(c.concept_gallery.select, e.on_image, [c.state, *sel], out("select_image"), "select_image", [c.detail_md])
     on(c.disagreements.select, e.on_subset, [c.state, *sel], out("open_subset"), "open_subset", [c.subset_images])
     for control in (c.top_n, c.sort):
-        on(control.change, e.on_view, [c.state, *sel], out("view"), False, [c.heat])
+        on(control.change, e.on_view, [c.state, *sel], out("view"), "view", [c.heat])
     on(c.concept_btn.click, e.on_add_concept, [c.state, c.new_concept, *sel], out("add_concept", c.new_concept),
        "add_concept", [c.heat])
     on(c.preview_btn.click, e.on_preview, [c.state, c.action, c.factor], c.preview_md, "preview", [c.preview_md])

@@ -1,0 +1,202 @@
+"""How long the app takes per event, through gradio_client (the round trip: server time plus a local HTTP
+hop), and how much memory sessions cost, side by side in one run.
+
+1. The Shapes world's ``train`` split (6,000 images by default): load, distil (the whole NEC sweep), then
+   each interactive event repeated: select a (concept, class), the what-if preview, top-N and sort changes,
+   apply (a refit), undo, redo and jump. Targets: select, preview, top-N, sort, undo, redo and jump at most
+   150 ms (median), apply at most 1 s, distil at most 15 s.
+2. Synthetic features at N = 50,000, K = 800, C = 10 (sessions started on a FeatureSet): the same events,
+   within 2x of those targets.
+3. Memory: the server's resident set after one session has loaded and distilled, and after eight sessions
+   at once on the same preset (target: at most 1.5x).
+
+``--url URL`` times an app already running there (an earlier version, for the before / after): parts 2 and
+3 need this version's in-process app and are skipped. ``python benchmarks/bench_app.py [--samples 6000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gradio_client import Client
+
+N_OPTIONS = (20, "any class")
+TARGETS = {"select": 0.15, "preview": 0.15, "top-N": 0.15, "sort": 0.15, "undo": 0.15, "redo": 0.15, "jump": 0.15,
+           "apply": 1.0, "distil": 15.0}
+
+
+def rss_mb() -> float:
+    """This process's resident set, MiB."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def rows(table: dict) -> list[dict]:
+    return [dict(zip(table["headers"], row, strict=True)) for row in table["data"]]
+
+
+def cells(client: Client, out) -> list[tuple[str, str]]:
+    """(concept, class) pairs of the heatmap's first rows, from a /distill result."""
+    names = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/distill"]["returns"]
+    heat = next(value for spec, value in zip(names, out, strict=True) if spec["label"].startswith("Influence"))
+    table = rows(heat)
+    classes = [name for name in table[0] if name != "concept"]
+    return [(row["concept"], classes[i % len(classes)]) for i, row in enumerate(table[:6])]
+
+
+def events(client: Client, repeats: int, distil: float) -> dict[str, list[float]]:
+    """Each interactive event, ``repeats`` times (the student is brought back after each apply)."""
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    out = client.predict(5, *N_OPTIONS, api_name="/distill")
+    pairs = cells(client, out)
+    times: dict[str, list[float]] = {name: [] for name in TARGETS}
+    times["distil"].append(distil)
+    for i in range(repeats):
+        concept, cls = pairs[i % len(pairs)]
+        times["select"].append(timed(lambda c=concept, k=cls: client.predict(c, k, *N_OPTIONS, api_name="/select")))
+        times["preview"].append(timed(lambda: client.predict("Down-tune", 2.0, api_name="/preview")))
+        if "/view" in endpoints:
+            times["top-N"].append(timed(lambda n=10 + i % 2 * 10: client.predict(n, "any class", api_name="/view")))
+            times["sort"].append(timed(lambda o=("selected class", "any class")[i % 2]: client.predict(
+                20, o, api_name="/view")))
+        times["apply"].append(timed(lambda: client.predict("Down-tune", 2.0, *N_OPTIONS, api_name="/apply")))
+        times["undo"].append(timed(lambda: client.predict(0, *N_OPTIONS, api_name="/undo")))
+        times["redo"].append(timed(lambda: client.predict(0, *N_OPTIONS, api_name="/redo")))
+        times["jump"].append(timed(lambda: client.predict(0, *N_OPTIONS, api_name="/jump")))
+    return times
+
+
+def report(title: str, times: dict[str, list[float]], scale: float = 1.0) -> None:
+    print(f"\n{title}")
+    print(f"   {'event':8} {'median':>9} {'max':>9} {'target':>9}  met")
+    for name, values in times.items():
+        if not values:
+            print(f"   {name:8} {'n/a':>9}")
+            continue
+        target = TARGETS[name] * scale
+        median = statistics.median(values)
+        print(f"   {name:8} {1000 * median:8.0f}ms {1000 * max(values):8.0f}ms {1000 * target:8.0f}ms  "
+              f"{'yes' if median <= target else 'NO'}")
+
+
+def serve(demo) -> str:
+    """Launch ``demo`` on a free loopback port; its URL."""
+    from infincond.ui import launch_kwargs
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.queue(default_concurrency_limit=8).launch(server_port=port, prevent_thread_lock=True, quiet=True,
+                                                    **launch_kwargs())
+    return f"http://127.0.0.1:{port}/"
+
+
+def load_args(preset) -> tuple:
+    return (preset.teacher, preset.dataset, preset.config_name or "", preset.split or "", preset.image_column,
+            preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples, None, *N_OPTIONS)
+
+
+def shapes(args: argparse.Namespace) -> None:
+    from infincond.demo import load_world
+    from infincond.ui import build_app, shapes_preset
+
+    world = load_world(args.world)
+    preset = shapes_preset(world, args.samples)
+    demo = build_app({"Shapes world (offline)": preset}, cache_dir=Path(tempfile.mkdtemp(prefix="bench-app-")))
+    url = serve(demo)
+    try:
+        base = rss_mb()
+        client = Client(url, verbose=False, download_files=False)
+        load = timed(lambda: client.predict(*load_args(preset), api_name="/load"))
+        distil = timed(lambda: client.predict(5, *N_OPTIONS, api_name="/distill"))
+        print(f"\n1. Shapes world, {args.samples} train images: load {load:.1f} s (extraction included, first time), "
+              f"distil {distil:.1f} s")
+        report("   per event (round trip through gradio_client):", events(client, args.repeats, distil))
+        one = rss_mb()
+
+        def session(_: int) -> None:
+            other = Client(url, verbose=False, download_files=False)
+            other.predict(*load_args(preset), api_name="/load")
+            other.predict(5, *N_OPTIONS, api_name="/distill")
+            other.predict("Remove", 2.0, *N_OPTIONS, api_name="/apply")
+
+        with ThreadPoolExecutor(7) as pool:
+            list(pool.map(session, range(7)))
+        eight = rss_mb()
+        print(f"\n3. Memory (server process): {base:.0f} MiB before any session, {one:.0f} MiB with one session, "
+              f"{eight:.0f} MiB with eight: {eight / one:.2f}x of one (target 1.5x)")
+    finally:
+        demo.close()
+
+
+def synthetic(args: argparse.Namespace) -> None:
+    from infincond.testing import planted_features
+    from infincond.ui import build_app
+    from infincond.ui.workspace import Workspace
+
+    features = planted_features(n=50_000, k=800, c=10, nec=8, seed=0)
+
+    def workspace() -> Workspace:
+        ws = Workspace(cache_dir=tempfile.mkdtemp(prefix="bench-app-synthetic-"))
+        ws.load_features(features)
+        return ws
+
+    demo = build_app(workspace=workspace)
+    url = serve(demo)
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        distil = timed(lambda: client.predict(5, *N_OPTIONS, api_name="/distill"))
+        report(f"2. Synthetic features, N = 50,000, K = 800, C = 10: distil {distil:.1f} s; per event (targets x2):",
+               events(client, args.repeats, distil), scale=2.0)
+    finally:
+        demo.close()
+
+
+def remote(args: argparse.Namespace) -> None:
+    from infincond.demo import load_world
+    from infincond.ui import shapes_preset
+
+    preset = shapes_preset(load_world(args.world, build=False), args.samples)
+    client = Client(args.url, verbose=False, download_files=False)
+    load = timed(lambda: client.predict(*load_args(preset), api_name="/load"))
+    distil = timed(lambda: client.predict(5, *N_OPTIONS, api_name="/distill"))
+    print(f"\n1. The app at {args.url}, Shapes world, {args.samples} train images: load {load:.1f} s, distil {distil:.1f} s")
+    report("   per event (round trip through gradio_client):", events(client, args.repeats, distil))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=6000, help="Shapes world train images (6,000 = all).")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--world", default=None, help="A built Shapes world (default: the cached default world).")
+    parser.add_argument("--url", default=None, help="Time an app already running there instead (parts 2, 3 skipped).")
+    parser.add_argument("--parts", default="1,2", help="1: Shapes world and memory, 2: synthetic.")
+    args = parser.parse_args()
+    print(f"threads: {threading.active_count()}, started {time.strftime('%H:%M:%S')}")
+    if args.url:
+        remote(args)
+        return
+    parts = {int(p) for p in args.parts.split(",")}
+    if 1 in parts:
+        shapes(args)
+    if 2 in parts:
+        synthetic(args)
+
+
+if __name__ == "__main__":
+    main()
