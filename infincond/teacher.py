@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .errors import LoadError
-from .extract.preprocess import image_plan
+from .extract.preprocess import PlannedModel
 from .hub import check_ref, loading, model_revision
 
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
@@ -27,19 +27,13 @@ def resolve_class_names(id2label: dict | None, num_labels: int, dataset_label_na
     return names
 
 
-class Teacher:
+class Teacher(PlannedModel):
     """A loaded image classifier: ``logits(images)`` gives (N, C) float32 for RGB PIL images."""
 
     def __init__(self, model: torch.nn.Module, processor: object, repo_id: str, revision: str,
                  class_names: list[str], device: str | torch.device = "cpu") -> None:
-        self.model = model.eval().to(device)
-        self.processor = processor
-        self.repo_id = repo_id
-        self.revision = revision
+        super().__init__(model, processor, repo_id, revision, device)
         self.class_names = class_names
-        self.device = torch.device(device)
-        #: The fast preprocessing plan replicating the teacher's image processor (see infincond.extract).
-        self.image_plan = image_plan(processor)
 
     @classmethod
     def from_pretrained(cls, ref: str, revision: str | None = None, *,
@@ -71,16 +65,6 @@ class Teacher:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    def to(self, device: str | torch.device) -> Teacher:
-        """Move the model to ``device`` (in place); returns self."""
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        return self
-
-    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """RGB images preprocessed as the teacher's image processor does (the fast plan): (B, 3, H, W)."""
-        return self.image_plan(list(images), self.device)
 
     @torch.inference_mode()
     def logits_from_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ConfigError, LoadError
-from ..extract.preprocess import image_plan
+from ..extract.preprocess import PlannedModel
 from ..hub import check_ref, loading, model_revision
 
 RegionMode = Literal["auto", "dense", "grid", "whole"]
@@ -57,7 +57,7 @@ def image_views(image: Image.Image, grid_size: int = 0) -> list[Image.Image]:
     return [image, *crops]
 
 
-class ConceptEncoder:
+class ConceptEncoder(PlannedModel):
     """Wraps a CLIP-style dual encoder (CLIP, SigLIP, ...) loaded with the transformers Auto classes.
 
     Regions ("dense" mode) are the encoder's own patch tokens, projected into the joint space the way
@@ -77,11 +77,7 @@ class ConceptEncoder:
         grid_size: int = 2,
         device: str | torch.device = "cpu",
     ) -> None:
-        self.model = model.eval().to(device)
-        self.processor = processor
-        self.repo_id = repo_id
-        self.revision = revision
-        self.device = torch.device(device)
+        super().__init__(model, processor, repo_id, revision, device)
         self.grid_size = grid_size
         self.family = self._detect_family()
         if region_mode not in REGION_MODES:
@@ -93,8 +89,6 @@ class ConceptEncoder:
                 f"Dense patch regions are not supported for {type(model).__name__}; use region_mode='grid'."
             )
         self.region_mode = region_mode
-        #: The fast preprocessing plan replicating the encoder's image processor (see infincond.extract).
-        self.image_plan = image_plan(processor)
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod
@@ -169,16 +163,6 @@ class ConceptEncoder:
         return torch.cat(out)
 
     # -- images -------------------------------------------------------------------------------
-    def to(self, device: str | torch.device) -> ConceptEncoder:
-        """Move the model to ``device`` (in place); returns self."""
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        return self
-
-    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """RGB images preprocessed as the encoder's image processor does (the fast plan): (B, 3, H, W)."""
-        return self.image_plan(list(images), self.device)
-
     @property
     def views_per_image(self) -> int:
         """Inputs per image the regions come from: the image, plus the grid crops in "grid" mode."""

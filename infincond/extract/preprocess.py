@@ -220,3 +220,28 @@ def image_plan(processor: object) -> ImagePlan:
     std = np.broadcast_to(np.asarray(processor.image_std if processor.image_std is not None else 1.0, float), 3)
     scale, shift = _affine(processor, mean, std)
     return ImagePlan(resize=geometry[0], resample=resample, crops=geometry[1], scale=scale, shift=shift)
+
+
+class PlannedModel:
+    """A Hugging Face model that takes images through the fast plan of its own image processor: what the
+    teacher and the concept encoder have in common (where they run, how their pixels are made)."""
+
+    def __init__(self, model: torch.nn.Module, processor: object, repo_id: str, revision: str,
+                 device: str | torch.device = "cpu") -> None:
+        self.model = model.eval().to(device)
+        self.processor = processor
+        self.repo_id = repo_id
+        self.revision = revision
+        self.device = torch.device(device)
+        #: The fast preprocessing plan replicating the model's image processor.
+        self.image_plan = image_plan(processor)
+
+    def to(self, device: str | torch.device):
+        """Move the model to ``device`` (in place); returns self."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """RGB images preprocessed as the model's image processor does (the fast plan): (B, 3, H, W)."""
+        return self.image_plan(list(images), self.device)
