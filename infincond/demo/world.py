@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,7 +19,9 @@ import numpy as np
 
 from ..errors import ConfigError
 from .biased_teacher import TeacherTrainConfig, train_teacher
+from .dual_encoder import STAGES as ENCODER_STAGES
 from .dual_encoder import TEMPLATE, EncoderTrainConfig, patch_coverage, train_dual_encoder
+from .parallel import intra_op_threads
 from .scenes import (
     BACKGROUNDS,
     SHAPES,
@@ -24,7 +30,6 @@ from .scenes import (
     SceneConfig,
     random_scenes,
     render_many,
-    sample_split,
     vocabulary_concepts,
     write_dataset_repo,
 )
@@ -178,55 +183,195 @@ A small ResNet trained on the biased `train` split, where `{s.spurious_class}` m
 """
 
 
+#: The stages of a build, as ``build_world``'s ``on_progress`` names them. The dataset and the teacher
+#: are made beside the dual encoder (its scenes, image tower, pool embeddings and text tower, in order),
+#: so their reports interleave; "saving" is last.
+BUILD_STAGES = (*ENCODER_STAGES, "dataset", "teacher", "saving")
+
+#: ``on_progress(stage, fraction, seconds_left)``: the stage that advanced, the whole build's fraction
+#: done (0 to 1, never decreasing, 1.0 exactly once, when the world is in place) and an estimate of the
+#: seconds left (None until there is enough to go on).
+ProgressCallback = Callable[[str, float, "float | None"], None]
+
+
+def _stage_costs(config: WorldConfig) -> dict[str, float]:
+    """Each stage's expected work, in single-thread CPU seconds on a 2-core AMD EPYC (Zen 4): the
+    weights of the overall fraction, so that it advances about evenly in time."""
+    s, e, t = config.scenes, config.encoder, config.teacher
+    pixels = (s.image_size / 64) ** 2
+    train = s.split_sizes["train"]
+    teacher_steps = max(1, math.ceil(t.epochs * train / t.batch_size))
+    teacher_width = sum(h * h for h in t.hidden_sizes) / sum(h * h for h in (32, 64, 128))
+    return {
+        "encoder scenes": 0.8e-3 * e.pool_size * pixels,
+        "image tower": 2.0e-3 * e.image_steps * e.batch_size * pixels,
+        "pool embeddings": 0.7e-3 * e.pool_size * pixels,
+        "text tower": 0.65e-3 * e.text_steps * e.text_batch_size,
+        "dataset": 1.1e-3 * sum(s.split_sizes.values()) * pixels,
+        "teacher": 1.6e-3 * teacher_steps * min(t.batch_size, train) * pixels * max(teacher_width, 0.05),
+        "saving": 0.5,
+    }
+
+
+class _Aborted(Exception):
+    """Raised in one thread of a build when another one failed."""
+
+
+class _BuildProgress:
+    """The build's progress across its threads: each stage's share done, weighted by its cost, reported to
+    the callback at most every ``interval`` seconds (and whenever a stage starts or ends), and to a
+    terminal bar."""
+
+    def __init__(self, costs: dict[str, float], callback: ProgressCallback | None, bar, interval: float = 0.5):
+        self.costs, self.total = costs, sum(costs.values())
+        self.callback, self.bar, self.interval = callback, bar, interval
+        self.done = dict.fromkeys(costs, 0.0)
+        self.spans: dict[str, list[float]] = {}
+        self.lock = threading.Lock()
+        self.start = time.perf_counter()
+        self.last_emit, self.fraction = -math.inf, 0.0
+        self.failed = False
+
+    def update(self, stage: str, done: float, total: float) -> None:
+        with self.lock:
+            if self.failed:
+                raise _Aborted
+            share = min(1.0, done / total) if total else 1.0
+            now = time.perf_counter() - self.start
+            first = stage not in self.spans
+            self.spans.setdefault(stage, [now, now])[1] = now
+            ends = share >= 1.0 > self.done[stage]
+            self.done[stage] = max(self.done[stage], share)
+            fraction = sum(self.costs[k] * v for k, v in self.done.items()) / self.total
+            if stage == BUILD_STAGES[-1] and share >= 1.0:
+                fraction = 1.0
+            else:
+                fraction = min(fraction, 0.999)  # 1.0 only once the world is in place
+            if first or ends or fraction == 1.0 or now - self.last_emit >= self.interval:
+                self._emit(stage, max(fraction, self.fraction), now)
+
+    def _emit(self, stage: str, fraction: float, now: float) -> None:
+        self.last_emit, self.fraction = now, fraction
+        if fraction >= 1.0:
+            left = 0.0
+        elif fraction < 0.02 or now < 2.0:
+            left = None
+        else:
+            left = now * (1.0 - fraction) / fraction
+        if self.bar is not None:
+            self.bar.n = round(100 * fraction, 1)
+            self.bar.set_postfix_str(stage, refresh=True)
+        if self.callback is not None:
+            try:
+                self.callback(stage, fraction, left)
+            except BaseException:
+                self.failed = True
+                raise
+
+    def reporter(self, stage: str) -> Callable[[int, int], None]:
+        return lambda done, total: self.update(stage, done, total)
+
+    def abort(self) -> None:
+        with self.lock:
+            self.failed = True
+
+    def seconds(self) -> dict[str, float]:
+        return {stage: round(end - start, 1) for stage, (start, end) in self.spans.items()}
+
+
+def _dataset_and_teacher(folder: Path, config: WorldConfig, progress: bool, tracker: _BuildProgress) -> dict:
+    """Write the dataset repo, then train the teacher on its rendered ``train`` split (not rendered twice)."""
+    try:
+        kept: dict[str, tuple] = {}
+        write_dataset_repo(folder / "dataset", config.scenes, config.seed, _card("dataset", config), progress,
+                           report=tracker.reporter("dataset"), on_split=kept.__setitem__)
+        scenes, images = kept["train"]
+        del kept
+        labels = np.array([SHAPES.index(scene.shape) for scene, _ in scenes])
+        summary = train_teacher(folder / "teacher", images, labels, config.scenes.image_size, config.teacher,
+                                config.seed, progress, report=tracker.reporter("teacher"))
+        (folder / "teacher" / "README.md").write_text(_card("teacher", config))
+        return summary
+    except _Aborted:
+        raise
+    except BaseException:
+        tracker.abort()  # stop the encoder's thread too
+        raise
+
+
 def build_world(config: WorldConfig | None = None, root: str | os.PathLike | None = None, *, force: bool = False,
-                progress: bool = True) -> World:
+                progress: bool = True, on_progress: ProgressCallback | None = None) -> World:
     """Generate the dataset, train the dual encoder and the teacher, and write the three repos and a
     manifest into ``root`` (default: :func:`default_world_root`). The folder appears complete or not at
-    all. An existing world is reused unless ``force``."""
+    all. An existing world is reused unless ``force`` (then ``on_progress`` hears ``("saving", 1.0, 0.0)``
+    only).
+
+    ``progress``: terminal bars. ``on_progress(stage, fraction, seconds_left)``: for a page, called from the
+    build's threads at least every half second of work and whenever a stage starts or ends, with the stage
+    that advanced (:data:`BUILD_STAGES`), the overall fraction done (never decreasing, ending at 1.0 once the
+    world is in place) and the estimated seconds left (None at first). Keep it quick; an exception raised
+    in it stops the build and is raised by ``build_world``.
+
+    The dual encoder trains in the calling thread as two shards side by side, the dataset and then the
+    teacher in a helper thread beside it, each thread with half the intra-op threads (so one each on
+    2 cores). The same config and seed give the same world, whatever the timing."""
     import torch
     from tqdm.auto import tqdm
 
     config = config or WorldConfig()
     root = Path(root) if root is not None else default_world_root(config)
     if (root / MANIFEST).exists() and not force:
+        if on_progress is not None:
+            on_progress(BUILD_STAGES[-1], 1.0, 0.0)
         return load_world(root, build=False)
     start = time.perf_counter()
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    timings: dict[str, float] = {}
-    with tqdm(total=3, desc="Building the Shapes world", disable=not progress) as steps:
-        t = time.perf_counter()
-        write_dataset_repo(partial / "dataset", config.scenes, config.seed, _card("dataset", config), progress)
-        timings["dataset"] = time.perf_counter() - t
-        steps.update()
-        t = time.perf_counter()
-        encoder_summary = train_dual_encoder(partial / "encoder", config.scenes, config.encoder, config.seed, progress)
-        (partial / "encoder" / "README.md").write_text(_card("encoder", config))
-        timings["encoder"] = time.perf_counter() - t
-        steps.update()
-        t = time.perf_counter()
-        scenes = sample_split("train", config.scenes.split_sizes["train"], config.scenes, config.seed)
-        images, _ = render_many(scenes, config.scenes.image_size)
-        labels = np.array([SHAPES.index(scene.shape) for scene, _ in scenes])
-        teacher_summary = train_teacher(partial / "teacher", images, labels, config.scenes.image_size, config.teacher,
-                                        config.seed, progress)
-        (partial / "teacher" / "README.md").write_text(_card("teacher", config))
-        timings["teacher"] = time.perf_counter() - t
-        steps.update()
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "fingerprint": config.fingerprint,
-        "config": config.to_dict(),
-        "vocabulary": {k: list(v) for k, v in VOCABULARY.items()},
-        "spurious": {"class": config.scenes.spurious_class, "background": config.scenes.spurious_background},
-        "training": {"encoder": encoder_summary, "teacher": teacher_summary},
-        "seconds": {**{k: round(v, 1) for k, v in timings.items()}, "total": round(time.perf_counter() - start, 1)},
-        "torch": torch.__version__,
-    }
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(root, ignore_errors=True)
-    partial.rename(root)
+    per_thread = max(1, torch.get_num_threads() // 2)
+    bar = tqdm(total=100, desc="Building the Shapes world", unit="%", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt}% [{elapsed}<{remaining}{postfix}]")
+    tracker = _BuildProgress(_stage_costs(config), on_progress, bar if progress else None)
+    try:
+        with intra_op_threads(per_thread), ThreadPoolExecutor(1, thread_name_prefix="infincond-world",
+                                                               initializer=torch.set_num_threads,
+                                                               initargs=(per_thread,)) as helper:
+            side = helper.submit(_dataset_and_teacher, partial, config, progress, tracker)
+            try:
+                encoder_summary = train_dual_encoder(partial / "encoder", config.scenes, config.encoder, config.seed,
+                                                     progress, report=tracker.update)
+            except _Aborted:
+                side.result()  # the helper thread's own error
+                raise
+            except BaseException:
+                tracker.abort()
+                wait([side])
+                raise
+            (partial / "encoder" / "README.md").write_text(_card("encoder", config))
+            teacher_summary = side.result()
+        seconds = tracker.seconds()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "fingerprint": config.fingerprint,
+            "config": config.to_dict(),
+            "vocabulary": {k: list(v) for k, v in VOCABULARY.items()},
+            "spurious": {"class": config.scenes.spurious_class, "background": config.scenes.spurious_background},
+            "training": {"encoder": encoder_summary, "teacher": teacher_summary},
+            "seconds": {"dataset": seconds.get("dataset", 0.0), "encoder": encoder_summary["seconds"],
+                        "teacher": round(teacher_summary["seconds"], 1), "stages": seconds,
+                        "total": round(time.perf_counter() - start, 1)},
+            "threads": {"intra_op": per_thread, "encoder_shards": config.encoder.shards},
+            "torch": torch.__version__,
+        }
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        shutil.rmtree(root, ignore_errors=True)
+        partial.rename(root)
+        tracker.update(BUILD_STAGES[-1], 1, 1)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
     return load_world(root, build=False)
 
 
