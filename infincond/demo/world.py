@@ -329,8 +329,8 @@ def build_world(config: WorldConfig | None = None, root: str | os.PathLike | Non
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     per_thread = max(1, torch.get_num_threads() // 2)
-    bar = tqdm(total=100, desc="Building the Shapes world", unit="%", disable=not progress,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt}% [{elapsed}<{remaining}{postfix}]")
+    bar = tqdm(total=100, desc="Building the Shapes world", disable=not progress,
+               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
     tracker = _BuildProgress(_stage_costs(config), on_progress, bar if progress else None)
     try:
         with intra_op_threads(per_thread), ThreadPoolExecutor(1, thread_name_prefix="infincond-world",
