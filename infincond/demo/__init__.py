@@ -4,7 +4,7 @@ dual encoder and a biased teacher, as local Hugging Face-format repos built on d
 Example::
 
     from infincond.demo import load_world
-    world = load_world()          # builds it into the cache the first time (2 to 3 minutes on 2 CPU cores)
+    world = load_world()          # builds it into the cache the first time (about 3 minutes on 2 CPU cores)
     run = infincond.run_distillation(world.teacher, world.dataset, world.encoder, world.concepts)
 """
 

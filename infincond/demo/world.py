@@ -53,7 +53,7 @@ class WorldConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> WorldConfig:
         """A reduced world for tests and smoke runs: the same code and repo layout, tiny splits and short
-        training (about 20 s on 2 cores).
+        training (about 15 s on 2 idle cores).
 
         Just enough training that presence is non-zero (below about 60 encoder steps every cosine is
         negative, so every score clips to 0) and that the teacher already leans on the spurious background,
