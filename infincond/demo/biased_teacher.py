@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .parallel import GLOBAL_RNG_LOCK
+from .parallel import GLOBAL_RNG_LOCK, SAVE_LOCK
 from .scenes import SHAPES
 
 
@@ -110,6 +110,7 @@ def train_teacher(folder: str | os.PathLike, train_images, train_labels: np.ndar
     model.eval()
     model.to(memory_format=torch.contiguous_format)
     folder = Path(folder)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    with SAVE_LOCK:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
     return {"seconds": time.perf_counter() - start, "steps": steps, "final_loss": float(np.mean(losses[-20:]))}

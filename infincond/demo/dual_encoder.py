@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..concepts.corpus import DEFAULT_TEMPLATE
 from ..concepts.encoder import align_feature_side, align_region_embeddings
 from .biased_teacher import cosine_schedule, images_to_uint8, pixel_affine
-from .parallel import GLOBAL_RNG_LOCK, Shards, intra_op_threads, split_evenly, sum_gradients
+from .parallel import GLOBAL_RNG_LOCK, SAVE_LOCK, Shards, intra_op_threads, split_evenly, sum_gradients
 from .scenes import VOCABULARY, SceneConfig, caption, random_scenes, render_many
 
 TEMPLATE = DEFAULT_TEMPLATE  # trained on exactly the prompts the product extracts with
@@ -410,8 +410,9 @@ def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainC
         parameter.requires_grad_(True)
         parameter.grad = None
     folder = Path(folder)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    with SAVE_LOCK:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
     image_last, text_last = np.mean(image_losses[-20:], axis=0), np.mean(text_losses[-20:], axis=0)
     return {
         "seconds": round(time.perf_counter() - start, 1),

@@ -25,6 +25,10 @@ T = TypeVar("T")
 #: which must not interleave with another thread doing the same.
 GLOBAL_RNG_LOCK = threading.RLock()
 
+#: Serialises saving models: a first ``save_pretrained`` imports modules lazily, and two threads importing
+#: the same package for the first time at once can meet a half-initialised module.
+SAVE_LOCK = threading.Lock()
+
 
 @contextlib.contextmanager
 def intra_op_threads(n: int) -> Iterator[None]:

@@ -281,6 +281,24 @@ class _BuildProgress:
         return {stage: round(end - start, 1) for stage, (start, end) in self.spans.items()}
 
 
+def _import_first(config: WorldConfig) -> None:
+    """Import and exercise here, before the helper thread starts, what both of the build's threads use
+    (``datasets``, pyarrow, transformers' ALIGN, ResNet and their processors): two threads importing the
+    same packages for the first time at once can meet a half-initialised module (an AttributeError seen
+    once in a test run)."""
+    import datasets  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from .biased_teacher import build_teacher, pixel_affine
+    from .dual_encoder import build_dual_encoder
+
+    _, processor = build_teacher(config.scenes.image_size, config.teacher, config.seed)
+    pixel_affine(processor)
+    _, processor = build_dual_encoder(config.scenes.image_size, config.encoder, config.seed)
+    pixel_affine(processor.image_processor)
+    processor.tokenizer(["a photo of a circle."], padding=True, return_tensors="pt")
+
+
 def _dataset_and_teacher(folder: Path, config: WorldConfig, progress: bool, tracker: _BuildProgress) -> dict:
     """Write the dataset repo, then train the teacher on its rendered ``train`` split (not rendered twice)."""
     try:
@@ -335,6 +353,7 @@ def build_world(config: WorldConfig | None = None, root: str | os.PathLike | Non
                bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
     tracker = _BuildProgress(_stage_costs(config), on_progress, bar if progress else None)
     try:
+        _import_first(config)
         with intra_op_threads(per_thread), ThreadPoolExecutor(1, thread_name_prefix="infincond-world",
                                                                initializer=torch.set_num_threads,
                                                                initargs=(per_thread,)) as helper:
