@@ -323,14 +323,15 @@ def build_world(config: WorldConfig | None = None, root: str | os.PathLike | Non
                 progress: bool = True, on_progress: ProgressCallback | None = None) -> World:
     """Generate the dataset, train the dual encoder and the teacher, and write the three repos and a
     manifest into ``root`` (default: :func:`default_world_root`). The folder appears complete or not at
-    all. An existing world is reused unless ``force`` (then ``on_progress`` hears ``("saving", 1.0, 0.0)``
-    only).
+    all. An existing world is reused unless ``force`` (reusing it, ``on_progress`` hears only
+    ``("saving", 1.0, 0.0)``).
 
     ``progress``: terminal bars. ``on_progress(stage, fraction, seconds_left)``: for a page, called from the
-    build's threads at least every half second of work and whenever a stage starts or ends, with the stage
-    that advanced (:data:`BUILD_STAGES`), the overall fraction done (never decreasing, ending at 1.0 once the
-    world is in place) and the estimated seconds left (None at first). Keep it quick; an exception raised
-    in it stops the build and is raised by ``build_world``.
+    build's threads about every half second (at most 1.2 s apart in an idle full build) and whenever a
+    stage starts or ends, with the stage that advanced (:data:`BUILD_STAGES`), the overall fraction done
+    (never decreasing, ending at 1.0 once the world is in place) and the estimated seconds left (None at
+    first). Keep it quick; an exception raised in it stops the build and is raised by ``build_world``
+    (a page's cancel button can raise one).
 
     The dual encoder trains in the calling thread as two shards side by side, the dataset and then the
     teacher in a helper thread beside it, each thread with half the intra-op threads (so one each on
