@@ -36,8 +36,7 @@ from infincond import (
     extract_features,
     fit,
 )
-from infincond.demo import WorldConfig, build_world, load_world
-from infincond.demo.world import THRESHOLDS
+from infincond.demo import THRESHOLDS, WorldConfig, build_world, load_world
 from infincond.testing import planted_features
 from infincond.tuning import Edit, TuningSession
 

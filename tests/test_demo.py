@@ -12,15 +12,35 @@ import torch
 
 from infincond import ConceptEncoder, DataConfig, ImageSource, Teacher, run_distillation
 from infincond.cli import main
-from infincond.demo import SHAPES, VOCABULARY, SceneConfig, WorldConfig, build_world, check_world, load_world
+from infincond.demo import (
+    BUILD_STAGES,
+    SHAPES,
+    VOCABULARY,
+    SceneConfig,
+    WorldConfig,
+    build_world,
+    check_world,
+    load_world,
+)
 from infincond.demo.biased_teacher import build_teacher, images_to_uint8, pixel_affine
 from infincond.demo.dual_encoder import (
     EncoderTrainConfig,
     _caption_matches,
+    _merge_buffers,
+    _replicas,
     build_dual_encoder,
     patch_coverage,
 )
-from infincond.demo.scenes import BACKGROUNDS, caption, random_scenes, render, render_many, sample_split
+from infincond.demo.parallel import Shards, split_evenly, sum_gradients
+from infincond.demo.scenes import (
+    BACKGROUNDS,
+    caption,
+    random_scenes,
+    render,
+    render_many,
+    sample_split,
+    shape_mask,
+)
 from infincond.errors import ConfigError
 
 
@@ -70,6 +90,26 @@ def test_render_ground_truth():
         SceneConfig(spurious_class="hexagon")
 
 
+def test_shape_masks_are_cropped_exactly():
+    # Drawn on the shape's box only; the same coverage as the whole canvas (circle and square: no
+    # diagonal edges, so Pillow's rounding cannot differ), including shapes cut by the image's edge.
+    from PIL import Image, ImageDraw
+
+    for centre, radius in (((20.3, 31.7), 9.4), ((2.5, 60.2), 7.1), ((63.0, 0.5), 12.0)):
+        for shape in ("circle", "square"):
+            k = 4
+            canvas = Image.new("L", (64 * k, 64 * k), 0)
+            cx, cy, r = centre[0] * k, centre[1] * k, radius * k
+            draw = ImageDraw.Draw(canvas)
+            if shape == "circle":
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+            else:
+                h = 0.82 * r
+                draw.polygon([(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)], fill=255)
+            full = np.asarray(canvas.resize((64, 64), Image.Resampling.BOX), dtype=np.float32) / 255.0
+            assert np.array_equal(shape_mask(shape, centre, radius, 64), full)
+
+
 def test_caption_matches_agree_with_ground_truth():
     rng = np.random.default_rng(0)
     scenes = [s for s, _ in random_scenes(30, SceneConfig(), seed=1)]
@@ -98,6 +138,77 @@ def test_training_pixels_equal_processor_output():
         ours = images_to_uint8(images).float() / 255.0 * scale + offset
         theirs = processor(images=images, return_tensors="pt")["pixel_values"]
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+# -- building side by side ----------------------------------------------------------------------------
+def test_shards_keep_order_and_sum_gradients_in_order():
+    with Shards(3) as shards:
+        assert shards.map(lambda k: k * 10) == [0, 10, 20]
+        with pytest.raises(ZeroDivisionError):
+            shards.map(lambda k: 1 // (k - 2))
+    assert [len(range(12)[s]) for s in split_evenly(12, 5)] == [2, 3, 2, 3, 2]
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    sum_gradients([[torch.tensor([1.0, 2.0]), None], [torch.tensor([0.5, 0.5]), None]], [a, b])
+    assert a.grad.tolist() == [1.5, 2.5] and b.grad is None
+
+
+def test_tower_replicas_share_parameters_and_merge_statistics():
+    model, _ = build_dual_encoder(64, WorldConfig.quick().encoder, seed=0)
+    towers = _replicas(model.vision_model, 2)
+    assert all(p is q for p, q in zip(towers[0].parameters(), towers[1].parameters(), strict=True))
+    bn = [m for m in towers[0].modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    bn_copy = [m for m in towers[1].modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    bn.running_mean.fill_(1.0)
+    bn_copy.running_mean.fill_(3.0)
+    _merge_buffers(towers)
+    assert torch.all(bn.running_mean == 2.0)
+
+
+def test_training_forward_passes_draw_nothing_from_the_global_generator():
+    # What lets the shards run side by side and still give the same world: no dropout anywhere.
+    model, processor = build_dual_encoder(64, WorldConfig.quick().encoder, seed=0)
+    model.train()
+    state = torch.random.get_rng_state()
+    model.get_text_features(**processor.tokenizer(["a photo of a red circle."], return_tensors="pt"))
+    model.vision_model(pixel_values=torch.zeros(2, 3, 64, 64))
+    teacher, _ = build_teacher(64, WorldConfig.quick().teacher, seed=0)
+    state = torch.random.get_rng_state()
+    teacher.train()(pixel_values=torch.zeros(2, 3, 64, 64))
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def _digest(folder) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.suffix in (".safetensors", ".parquet")}
+
+
+def test_build_progress_and_determinism(world, tmp_path):
+    events = []
+    rebuilt = build_world(WorldConfig.quick(), tmp_path / "shapes", progress=False,
+                          on_progress=lambda *event: events.append(event))
+    fractions = [fraction for _, fraction, _ in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions.count(1.0) == 1
+    assert {stage for stage, _, _ in events} == set(BUILD_STAGES) and events[-1][0] == "saving"
+    assert all(left is None or left >= 0 for _, _, left in events) and events[-1][2] == 0.0
+    assert any(left is not None for _, _, left in events[:-1])
+    # Same config and seed, built again with other timings on the threads: the same world, byte for byte.
+    assert _digest(rebuilt.root) == _digest(world.root) and len(_digest(world.root)) == 5
+    # An existing world is reused and reported done at once.
+    again = []
+    build_world(WorldConfig.quick(), rebuilt.root, progress=False, on_progress=lambda *event: again.append(event))
+    assert again == [("saving", 1.0, 0.0)]
+
+
+def test_failing_progress_callback_stops_the_build(tmp_path):
+    def stop(stage, fraction, seconds_left):
+        if stage == "image tower":
+            raise KeyboardInterrupt  # what a page's cancel button may raise
+
+    with pytest.raises(KeyboardInterrupt):
+        build_world(WorldConfig.quick(), tmp_path / "shapes", progress=False, on_progress=stop)
+    assert not (tmp_path / "shapes").exists() and not (tmp_path / "shapes.partial").exists()
 
 
 # -- the built world ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .parallel import GLOBAL_RNG_LOCK, SAVE_LOCK
 from .scenes import SHAPES
 
 
@@ -59,22 +61,25 @@ def build_teacher(image_size: int, config: TeacherTrainConfig, seed: int):
     """A randomly initialised ResNetForImageClassification over the world's classes and its processor."""
     from transformers import AutoModelForImageClassification, ConvNextImageProcessor, ResNetConfig
 
-    torch.manual_seed(seed)
     labels = {"id2label": dict(enumerate(SHAPES)), "label2id": {n: i for i, n in enumerate(SHAPES)}}
     model_config = ResNetConfig(embedding_size=config.hidden_sizes[0], hidden_sizes=list(config.hidden_sizes),
                                 depths=[1] * len(config.hidden_sizes), layer_type="basic",
                                 downsample_in_first_stage=False, **labels)
-    model = AutoModelForImageClassification.from_config(model_config)
+    with GLOBAL_RNG_LOCK:  # the initial weights come from torch's global generator
+        torch.manual_seed(seed)
+        model = AutoModelForImageClassification.from_config(model_config)
     processor = ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0)
     return model, processor
 
 
 def train_teacher(folder: str | os.PathLike, train_images, train_labels: np.ndarray, image_size: int,
-                  config: TeacherTrainConfig, seed: int, progress: bool = True) -> dict:
+                  config: TeacherTrainConfig, seed: int, progress: bool = True, *,
+                  report: Callable[[int, int], None] | None = None) -> dict:
     """Train the teacher on (images, labels) of the biased split and save it with its processor into
-    ``folder``. Returns a training summary."""
+    ``folder``. Returns a training summary. ``report(done, total)`` is called after every step."""
     start = time.perf_counter()
     model, processor = build_teacher(image_size, config, seed)
+    model.to(memory_format=torch.channels_last)  # the fastest layout for convolutions on CPU
     pixels = images_to_uint8(train_images)
     labels = torch.as_tensor(train_labels, dtype=torch.long)
     scale, offset = pixel_affine(processor)
@@ -85,10 +90,12 @@ def train_teacher(folder: str | os.PathLike, train_images, train_labels: np.ndar
     rng = np.random.default_rng([seed, 11])
     model.train()
     losses = []
+    if report is not None:
+        report(0, steps)
     bar = tqdm(range(steps), desc="Training teacher", disable=not progress)
     for _ in bar:
         idx = torch.from_numpy(rng.choice(n, min(config.batch_size, n), replace=False))
-        batch = pixels[idx].float() / 255.0 * scale + offset
+        batch = (pixels[idx].float() / 255.0 * scale + offset).contiguous(memory_format=torch.channels_last)
         if rng.random() < 0.5:
             batch = batch.flip(-1)
         loss = F.cross_entropy(model(pixel_values=batch).logits, labels[idx])
@@ -98,8 +105,12 @@ def train_teacher(folder: str | os.PathLike, train_images, train_labels: np.ndar
         schedule.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if report is not None:
+            report(len(losses), steps)
     model.eval()
+    model.to(memory_format=torch.contiguous_format)
     folder = Path(folder)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    with SAVE_LOCK:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
     return {"seconds": time.perf_counter() - start, "steps": steps, "final_loss": float(np.mean(losses[-20:]))}

@@ -16,10 +16,11 @@ each cell of that map is a region embedding in the same space (:func:`align_regi
 """
 from __future__ import annotations
 
+import copy
 import os
 import string
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from ..concepts.corpus import DEFAULT_TEMPLATE
 from ..concepts.encoder import align_feature_side, align_region_embeddings
 from .biased_teacher import cosine_schedule, images_to_uint8, pixel_affine
+from .parallel import GLOBAL_RNG_LOCK, SAVE_LOCK, Shards, intra_op_threads, split_evenly, sum_gradients
 from .scenes import VOCABULARY, SceneConfig, caption, random_scenes, render_many
 
 TEMPLATE = DEFAULT_TEMPLATE  # trained on exactly the prompts the product extracts with
@@ -40,7 +42,12 @@ _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 @dataclass
 class EncoderTrainConfig:
-    """Architecture and schedule of the world's dual encoder."""
+    """Architecture and schedule of the world's dual encoder.
+
+    ``shards``: each step's batch is split into this many shards computed side by side (one per core of a
+    2-core machine); batch norm sees each shard's images. ``text_dropout``: dropout of the text tower
+    (0, so that the shards' forward passes draw nothing from torch's global random generator and a
+    step's outcome never depends on which thread ran first)."""
 
     width: float = 0.5
     text_hidden: int = 128
@@ -59,6 +66,8 @@ class EncoderTrainConfig:
     region_weight: float = 1.0
     cell_scale: float = 10.0
     hard_family_weight: float = 2.0
+    text_dropout: float = 0.0
+    shards: int = 2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +96,6 @@ def build_dual_encoder(image_size: int, config: EncoderTrainConfig, seed: int):
     )
     from transformers.models.align.modeling_align import round_filters
 
-    torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     # Strides put the last feature map at 1/8 of the image (8 x 8 cells for 64 pixels).
     vision = {"image_size": image_size, "width_coefficient": config.width, "depth_coefficient": 1.0,
@@ -98,9 +106,12 @@ def build_dual_encoder(image_size: int, config: EncoderTrainConfig, seed: int):
     h = config.text_hidden
     text = {"vocab_size": len(tokenizer), "hidden_size": h, "num_hidden_layers": config.text_layers,
             "num_attention_heads": config.heads, "intermediate_size": 4 * h, "max_position_embeddings": 32,
-            "pad_token_id": tokenizer.pad_token_id}
-    model = AlignModel(AlignConfig(text_config=text, vision_config=vision, projection_dim=embed_dim,
-                                   temperature_init_value=0.07))
+            "pad_token_id": tokenizer.pad_token_id, "hidden_dropout_prob": config.text_dropout,
+            "attention_probs_dropout_prob": config.text_dropout}
+    with GLOBAL_RNG_LOCK:  # the initial weights come from torch's global generator
+        torch.manual_seed(seed)
+        model = AlignModel(AlignConfig(text_config=text, vision_config=vision, projection_dim=embed_dim,
+                                       temperature_init_value=0.07))
     image_processor = EfficientNetImageProcessor(size={"height": image_size, "width": image_size},
                                                  do_center_crop=False)
     return model, AlignProcessor(image_processor=image_processor, tokenizer=tokenizer)
@@ -165,71 +176,171 @@ def _flip_cells(coverage: torch.Tensor, side: int) -> torch.Tensor:
     return coverage.view(-1, side, side).flip(-1).reshape(coverage.shape)
 
 
+class _Tower:
+    """What :func:`align_region_embeddings` needs of a model: its image tower."""
+
+    def __init__(self, vision_model: torch.nn.Module):
+        self.vision_model = vision_model
+
+
+def _replicas(module: torch.nn.Module, n: int) -> list[torch.nn.Module]:
+    """``module`` and n - 1 copies sharing its parameters, each with its own buffers (batch norm's
+    running statistics), so shards can run it side by side in training mode."""
+    memo = {id(p): p for p in module.parameters()}
+    return [module, *(copy.deepcopy(module, memo) for _ in range(n - 1))]
+
+
+def _merge_buffers(replicas: Sequence[torch.nn.Module]) -> None:
+    """Average the replicas' floating-point buffers into the first one. Batch norm's running mean is an
+    exponential average of batch means, so the average over shards is the running mean of the whole
+    batches; the running variance becomes the shards' average within-shard variance."""
+    if len(replicas) < 2:
+        return
+    others = [dict(r.named_buffers()) for r in replicas[1:]]
+    with torch.no_grad():
+        for name, buffer in replicas[0].named_buffers():
+            if buffer.is_floating_point():
+                total = buffer.clone()
+                for other in others:
+                    total += other[name]
+                buffer.copy_(total / len(replicas))
+
+
+def _report(report: Callable[[str, int, int], None] | None, stage: str, done: int, total: int) -> None:
+    if report is not None:
+        report(stage, done, total)
+
+
 def train_dual_encoder(folder: str | os.PathLike, scene_config: SceneConfig, config: EncoderTrainConfig,
-                       seed: int, progress: bool = True) -> dict:
+                       seed: int, progress: bool = True, *,
+                       report: Callable[[str, int, int], None] | None = None) -> dict:
     """Train the world's dual encoder on a pool of uniformly drawn scenes (every attribute independent)
-    and save it with its processor into ``folder``. Returns a training summary."""
+    and save it with its processor into ``folder``. Returns a training summary.
+
+    ``report(stage, done, total)`` is called as the work advances, stage by stage (:data:`STAGES`).
+    Each step's batch is computed as ``config.shards`` shards side by side, each with the calling
+    thread's intra-op threads divided among the shards."""
+    with intra_op_threads(max(1, torch.get_num_threads() // config.shards)), Shards(config.shards) as shards:
+        return _train_dual_encoder(folder, scene_config, config, seed, progress, report, shards)
+
+
+#: The stages of :func:`train_dual_encoder`, as ``report`` names them.
+STAGES = ("encoder scenes", "image tower", "pool embeddings", "text tower")
+
+
+def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainConfig, seed: int, progress: bool,
+                        report, shards: Shards) -> dict:
     start = time.perf_counter()
+    timings: dict[str, float] = {}
     model, processor = build_dual_encoder(scene_config.image_size, config, seed)
+    n_directions = sum(len(VOCABULARY[f]) for f in _FAMILIES)
+    generator = torch.Generator().manual_seed(seed + 1)  # not the global one: other threads may be seeding it
+    directions = torch.nn.Parameter(torch.randn(n_directions, model.config.projection_dim, generator=generator) * 0.1)
+
+    t = time.perf_counter()
+    _report(report, STAGES[0], 0, config.pool_size)
     scenes = random_scenes(config.pool_size, scene_config, seed, stream=100)
-    images, masks = render_many(tqdm(scenes, desc="Encoder scenes", disable=not progress, leave=False),
-                                scene_config.image_size)
+    images, masks = [], []
+    chunk = 256
+    for i in tqdm(range(0, len(scenes), chunk), desc="Encoder scenes", disable=not progress, leave=False):
+        part_images, part_masks = render_many(scenes[i: i + chunk], scene_config.image_size)
+        images += part_images
+        masks.append(part_masks)
+        _report(report, STAGES[0], min(i + chunk, len(scenes)), len(scenes))
+    masks = np.concatenate(masks)
     pixels = images_to_uint8(images)
     del images
+    timings["scenes"] = time.perf_counter() - t
     scale_px, offset_px = pixel_affine(processor.image_processor)
+
+    def model_input(uint8: torch.Tensor) -> torch.Tensor:
+        return (uint8.float() / 255.0 * scale_px + offset_px).contiguous(memory_format=torch.channels_last)
+
     side = align_feature_side(model, scene_config.image_size)
     coverage = torch.from_numpy(patch_coverage(masks, scene_config.image_size // side))
     del masks
     attributes = _attribute_ids(scenes)
     truth_codes = torch.stack([attributes[f] for f in _CAPTION_FAMILIES[:-1]]
                               + [torch.tensor([int(s.rocks > 0) for s, _ in scenes])], 1)
-    n_directions = sum(len(VOCABULARY[f]) for f in _FAMILIES)
     slices = _family_slices()
     rng = np.random.default_rng([seed, 8])
 
-    # Stage 1: the image tower against one learned direction per attribute value.
-    directions = torch.nn.Parameter(torch.randn(n_directions, model.config.projection_dim) * 0.1)
-    optimizer = torch.optim.AdamW([{"params": model.vision_model.parameters()},
+    # Stage 1: the image tower against one learned direction per attribute value. Convolutions run
+    # fastest in channels-last layout on CPU; each shard has its own batch norm statistics.
+    t = time.perf_counter()
+    model.vision_model.to(memory_format=torch.channels_last)
+    towers = _replicas(model.vision_model, shards.n)
+    vision_params = [*model.vision_model.parameters(), directions]
+    optimizer = torch.optim.AdamW([{"params": vision_params[:-1]},
                                    {"params": [directions], "lr": 10 * config.learning_rate}],
                                   lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = cosine_schedule(optimizer, config.image_steps, config.warmup)
-    model.train()
+    for tower in towers:
+        tower.train()
+    # Shape and pattern are the slow families for a small network (and shape is the teacher's classes).
+    weights = {f: config.hard_family_weight if f in ("shape", "pattern") else 1.0 for f in _FAMILIES}
     image_losses = []
-    bar = tqdm(range(config.image_steps), desc="Image tower", disable=not progress)
-    for _ in bar:
-        idx = torch.from_numpy(rng.choice(len(scenes), config.batch_size, replace=False))
-        batch = pixels[idx].float() / 255.0 * scale_px + offset_px
-        cov = coverage[idx]
-        if rng.random() < 0.5:  # every shape of the world is mirror-symmetric
+
+    def image_shard(k: int, idx: torch.Tensor, flip: bool) -> tuple[list, float, float]:
+        sub = idx[split_evenly(len(idx), shards.n)[k]]
+        batch, cov = model_input(pixels[sub]), coverage[sub]
+        if flip:  # every shape of the world is mirror-symmetric
             batch, cov = batch.flip(-1), _flip_cells(cov, side)
-        regions = align_region_embeddings(model, batch, normalize=False)
+        regions = align_region_embeddings(_Tower(towers[k]), batch, normalize=False)
         unit = F.normalize(directions, dim=-1)
         # Unnormalised image embedding against unit directions: the same arg-max as the cosine.
         logits = regions[:, 0] @ unit.T
-        truth = {f: v[idx] for f, v in attributes.items()}
-        # Shape and pattern are the slow families for a small network (and shape is the teacher's classes).
-        weights = {f: config.hard_family_weight if f in ("shape", "pattern") else 1.0 for f in _FAMILIES}
+        truth = {f: v[sub] for f, v in attributes.items()}
         loss_global = sum(weights[f] * F.cross_entropy(logits[:, slices[f]], truth[f])
                           for f in _FAMILIES) / sum(weights.values())
         loss_cells = _localisation_loss(F.normalize(regions[:, 1:], dim=-1), unit, truth, cov, config.cell_scale)
-        loss = loss_global + config.region_weight * loss_cells
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        share = len(sub) / len(idx)  # the batch's loss is the shards' losses weighted by their size
+        grads = torch.autograd.grad(share * (loss_global + config.region_weight * loss_cells), vision_params,
+                                    allow_unused=True)
+        return list(grads), share * loss_global.item(), share * loss_cells.item()
+
+    _report(report, STAGES[1], 0, config.image_steps)
+    bar = tqdm(range(config.image_steps), desc="Image tower", disable=not progress)
+    for step in bar:
+        idx = torch.from_numpy(rng.choice(len(scenes), config.batch_size, replace=False))
+        flip = bool(rng.random() < 0.5)
+        results = shards.map(lambda k: image_shard(k, idx, flip))  # noqa: B023 (called within the step)
+        sum_gradients([r[0] for r in results], vision_params)
         optimizer.step()
         schedule.step()
-        image_losses.append((loss_global.item(), loss_cells.item()))
+        image_losses.append((sum(r[1] for r in results), sum(r[2] for r in results)))
         bar.set_postfix(attributes=f"{image_losses[-1][0]:.3f}", regions=f"{image_losses[-1][1]:.3f}")
+        _report(report, STAGES[1], step + 1, config.image_steps)
+    optimizer.zero_grad(set_to_none=True)
+    _merge_buffers(towers)
+    timings["image_tower"] = time.perf_counter() - t
 
     # Stage 2: the text tower against the locked image tower's embeddings.
+    t = time.perf_counter()
     model.eval()
     for parameter in model.vision_model.parameters():
         parameter.requires_grad_(False)
-    with torch.inference_mode():
-        embedded = [align_region_embeddings(model, pixels[i: i + 256].float() / 255.0 * scale_px + offset_px)
-                    for i in tqdm(range(0, len(scenes), 256), desc="Embedding pool", disable=not progress, leave=False)]
+    starts = list(range(0, len(scenes), 256))
+    _report(report, STAGES[2], 0, len(scenes))
+
+    def embed_shard(k: int) -> list[torch.Tensor]:
+        out = []
+        with torch.inference_mode():
+            for j, i in enumerate(starts[split_evenly(len(starts), shards.n)[k]]):
+                out.append(align_region_embeddings(model, model_input(pixels[i: i + 256])))
+                if k == 0:
+                    _report(report, STAGES[2], min(len(scenes), (j + 1) * shards.n * 256), len(scenes))
+        return out
+
+    embedded = [e for part in shards.map(embed_shard) for e in part]
+    _report(report, STAGES[2], len(scenes), len(scenes))
     image_emb = torch.cat([e[:, 0] for e in embedded]).clone()
     cell_emb = torch.cat([e[:, 1:] for e in embedded]).half()
     del embedded
+    model.vision_model.to(memory_format=torch.contiguous_format)
+    timings["pool_embeddings"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     unit = F.normalize(directions.detach(), dim=-1)
     tokenizer = processor.tokenizer
     prompts = [TEMPLATE.format(v) for f in _FAMILIES for v in VOCABULARY[f]]
@@ -241,15 +352,33 @@ def train_dual_encoder(folder: str | os.PathLike, scene_config: SceneConfig, con
     caption_rng = np.random.default_rng([seed, 7])
     model.text_model.train()
     text_losses = []
+
+    def text_forward(k: int, tokens: list) -> list[torch.Tensor]:
+        # Shard 0 also embeds the prompts; every shard its share of the captions.
+        out = [model.get_text_features(**tokens[k]).pooler_output]
+        if k == 0:
+            out.append(model.get_text_features(**prompt_tokens).pooler_output)
+        return out
+
+    def text_backward(k: int, outputs: list, grads: list) -> list:
+        return list(torch.autograd.grad(outputs[k], text_params, grads[k], allow_unused=True))
+
+    _report(report, STAGES[3], 0, config.text_steps)
     bar = tqdm(range(config.text_steps), desc="Text tower", disable=not progress)
-    for _ in bar:
+    for step in bar:
         idx = torch.from_numpy(rng.choice(len(scenes), config.text_batch_size, replace=False))
         batch_scenes = [scenes[i][0] for i in idx.tolist()]
         texts, named = zip(*(caption(s, caption_rng) for s in batch_scenes), strict=True)
         match = _caption_matches(named, truth_codes[idx])
-        captions = F.normalize(model.get_text_features(**tokenizer(list(texts), padding=True, return_tensors="pt"))
-                               .pooler_output, dim=-1)
-        prompt_emb = F.normalize(model.get_text_features(**prompt_tokens).pooler_output, dim=-1)
+        parts = split_evenly(len(texts), shards.n)
+        # The tokenizer is not thread-safe: every shard's tokens are made here.
+        tokens = [tokenizer(list(texts[part]), padding=True, return_tensors="pt") for part in parts]
+        outputs = shards.map(lambda k: text_forward(k, tokens))  # noqa: B023 (called within the step)
+        # The loss joins the shards (every caption against every image), on detached copies of their
+        # embeddings; its gradients then flow back through each shard's tower side by side.
+        leaves = [[o.detach().requires_grad_() for o in out] for out in outputs]
+        captions = F.normalize(torch.cat([leaf[0] for leaf in leaves]), dim=-1)
+        prompt_emb = F.normalize(leaves[0][1], dim=-1)
         scale = (1.0 / model.temperature).clamp(max=100.0)
         logits = scale * image_emb[idx] @ captions.T
         loss_caption = 0.5 * (-(F.log_softmax(logits, 1) * match / match.sum(1, keepdim=True)).sum(1).mean()
@@ -260,22 +389,34 @@ def train_dual_encoder(folder: str | os.PathLike, scene_config: SceneConfig, con
         loss_cells = _localisation_loss(cell_emb[idx].float(), prompt_emb, truth, coverage[idx], config.cell_scale)
         loss_pull = (1.0 - (prompt_emb * unit).sum(-1)).mean()
         loss = loss_caption + loss_prompt + config.region_weight * loss_cells + loss_pull
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        flat = [leaf for leaf_list in leaves for leaf in leaf_list]
+        *leaf_grads, temperature_grad = torch.autograd.grad(loss, [*flat, model.temperature])
+        grads, i = [], 0
+        for leaf_list in leaves:
+            grads.append(leaf_grads[i: i + len(leaf_list)])
+            i += len(leaf_list)
+        per_shard = shards.map(lambda k: text_backward(k, outputs, grads))  # noqa: B023 (called within the step)
+        sum_gradients(per_shard, text_params)
+        model.temperature.grad = temperature_grad
         optimizer.step()
         schedule.step()
         text_losses.append((loss_caption.item(), loss_prompt.item(), loss_cells.item(), loss_pull.item()))
         bar.set_postfix(captions=f"{text_losses[-1][0]:.2f}", prompts=f"{text_losses[-1][1]:.2f}")
+        _report(report, STAGES[3], step + 1, config.text_steps)
+    timings["text_tower"] = time.perf_counter() - t
 
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(True)
+        parameter.grad = None
     folder = Path(folder)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    with SAVE_LOCK:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
     image_last, text_last = np.mean(image_losses[-20:], axis=0), np.mean(text_losses[-20:], axis=0)
     return {
         "seconds": round(time.perf_counter() - start, 1),
+        "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
         "image_tower": {"attributes": float(image_last[0]), "regions": float(image_last[1])},
         "text_tower": {"captions": float(text_last[0]), "prompts": float(text_last[1]), "regions": float(text_last[2]),
                        "pull": float(text_last[3])},

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,16 +16,15 @@ import numpy as np
 
 from ..errors import ConfigError
 from .biased_teacher import TeacherTrainConfig, train_teacher
-from .dual_encoder import TEMPLATE, EncoderTrainConfig, patch_coverage, train_dual_encoder
+from .dual_encoder import TEMPLATE, EncoderTrainConfig, train_dual_encoder
+from .parallel import intra_op_threads
+from .progress import BUILD_STAGES, Aborted, BuildProgress, ProgressCallback, stage_costs
 from .scenes import (
     BACKGROUNDS,
     SHAPES,
     SPLITS,
     VOCABULARY,
     SceneConfig,
-    random_scenes,
-    render_many,
-    sample_split,
     vocabulary_concepts,
     write_dataset_repo,
 )
@@ -32,8 +32,6 @@ from .scenes import (
 FORMAT_VERSION = 1
 MANIFEST = "world.json"
 
-#: Quality the full world must reach (``infincond demo check``).
-THRESHOLDS = {"zero_shot": 0.90, "localisation": 0.80, "teacher_gap": 0.15, "fidelity": 0.90, "nec": 10}
 
 
 @dataclass
@@ -48,7 +46,7 @@ class WorldConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> WorldConfig:
         """A reduced world for tests and smoke runs: the same code and repo layout, tiny splits and short
-        training (about 20 s on 2 cores).
+        training (about 15 s on 2 idle cores).
 
         Just enough training that presence is non-zero (below about 60 encoder steps every cosine is
         negative, so every score clips to 0) and that the teacher already leans on the spurious background,
@@ -178,218 +176,138 @@ A small ResNet trained on the biased `train` split, where `{s.spurious_class}` m
 """
 
 
+
+def _import_first(config: WorldConfig) -> None:
+    """Import and exercise here, before the helper thread starts, what both of the build's threads use
+    (``datasets``, pyarrow, transformers' ALIGN, ResNet and their processors): two threads importing the
+    same packages for the first time at once can meet a half-initialised module (an AttributeError seen
+    once in a test run)."""
+    import datasets  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from .biased_teacher import build_teacher, pixel_affine
+    from .dual_encoder import build_dual_encoder
+
+    _, processor = build_teacher(config.scenes.image_size, config.teacher, config.seed)
+    pixel_affine(processor)
+    _, processor = build_dual_encoder(config.scenes.image_size, config.encoder, config.seed)
+    pixel_affine(processor.image_processor)
+    processor.tokenizer(["a photo of a circle."], padding=True, return_tensors="pt")
+
+
+def _dataset_and_teacher(folder: Path, config: WorldConfig, progress: bool, tracker: BuildProgress) -> dict:
+    """Write the dataset repo, then train the teacher on its rendered ``train`` split (not rendered twice)."""
+    try:
+        kept: dict[str, tuple] = {}
+        write_dataset_repo(folder / "dataset", config.scenes, config.seed, _card("dataset", config), progress,
+                           report=tracker.reporter("dataset"), on_split=kept.__setitem__)
+        scenes, images = kept["train"]
+        del kept
+        labels = np.array([SHAPES.index(scene.shape) for scene, _ in scenes])
+        summary = train_teacher(folder / "teacher", images, labels, config.scenes.image_size, config.teacher,
+                                config.seed, progress, report=tracker.reporter("teacher"))
+        (folder / "teacher" / "README.md").write_text(_card("teacher", config))
+        return summary
+    except Aborted:
+        raise
+    except BaseException:
+        tracker.abort()  # stop the encoder's thread too
+        raise
+
+
 def build_world(config: WorldConfig | None = None, root: str | os.PathLike | None = None, *, force: bool = False,
-                progress: bool = True) -> World:
+                progress: bool = True, on_progress: ProgressCallback | None = None) -> World:
     """Generate the dataset, train the dual encoder and the teacher, and write the three repos and a
     manifest into ``root`` (default: :func:`default_world_root`). The folder appears complete or not at
-    all. An existing world is reused unless ``force``."""
+    all. An existing world is reused unless ``force`` (reusing it, ``on_progress`` hears only
+    ``("saving", 1.0, 0.0)``).
+
+    ``progress``: terminal bars. ``on_progress(stage, fraction, seconds_left)``: for a page, called from the
+    build's threads about every half second (at most 1.2 s apart in an idle full build) and whenever a
+    stage starts or ends, with the stage that advanced (:data:`BUILD_STAGES`), the overall fraction done
+    (never decreasing, ending at 1.0 once the world is in place) and the estimated seconds left (None at
+    first). Keep it quick; an exception raised in it stops the build and is raised by ``build_world``
+    (a page's cancel button can raise one).
+
+    The dual encoder trains in the calling thread as two shards side by side, the dataset and then the
+    teacher in a helper thread beside it, each thread with half the intra-op threads (so one each on
+    2 cores). The same config and seed give the same world, whatever the timing."""
     import torch
     from tqdm.auto import tqdm
 
     config = config or WorldConfig()
     root = Path(root) if root is not None else default_world_root(config)
     if (root / MANIFEST).exists() and not force:
+        if on_progress is not None:
+            on_progress(BUILD_STAGES[-1], 1.0, 0.0)
         return load_world(root, build=False)
     start = time.perf_counter()
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    timings: dict[str, float] = {}
-    with tqdm(total=3, desc="Building the Shapes world", disable=not progress) as steps:
-        t = time.perf_counter()
-        write_dataset_repo(partial / "dataset", config.scenes, config.seed, _card("dataset", config), progress)
-        timings["dataset"] = time.perf_counter() - t
-        steps.update()
-        t = time.perf_counter()
-        encoder_summary = train_dual_encoder(partial / "encoder", config.scenes, config.encoder, config.seed, progress)
-        (partial / "encoder" / "README.md").write_text(_card("encoder", config))
-        timings["encoder"] = time.perf_counter() - t
-        steps.update()
-        t = time.perf_counter()
-        scenes = sample_split("train", config.scenes.split_sizes["train"], config.scenes, config.seed)
-        images, _ = render_many(scenes, config.scenes.image_size)
-        labels = np.array([SHAPES.index(scene.shape) for scene, _ in scenes])
-        teacher_summary = train_teacher(partial / "teacher", images, labels, config.scenes.image_size, config.teacher,
-                                        config.seed, progress)
-        (partial / "teacher" / "README.md").write_text(_card("teacher", config))
-        timings["teacher"] = time.perf_counter() - t
-        steps.update()
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "fingerprint": config.fingerprint,
-        "config": config.to_dict(),
-        "vocabulary": {k: list(v) for k, v in VOCABULARY.items()},
-        "spurious": {"class": config.scenes.spurious_class, "background": config.scenes.spurious_background},
-        "training": {"encoder": encoder_summary, "teacher": teacher_summary},
-        "seconds": {**{k: round(v, 1) for k, v in timings.items()}, "total": round(time.perf_counter() - start, 1)},
-        "torch": torch.__version__,
-    }
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(root, ignore_errors=True)
-    partial.rename(root)
+    per_thread = max(1, torch.get_num_threads() // 2)
+    bar = tqdm(total=100, desc="Building the Shapes world", disable=not progress,
+               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
+    tracker = BuildProgress(stage_costs(config), on_progress, bar if progress else None)
+    try:
+        _import_first(config)
+        with intra_op_threads(per_thread), ThreadPoolExecutor(1, thread_name_prefix="infincond-world",
+                                                               initializer=torch.set_num_threads,
+                                                               initargs=(per_thread,)) as helper:
+            side = helper.submit(_dataset_and_teacher, partial, config, progress, tracker)
+            try:
+                encoder_summary = train_dual_encoder(partial / "encoder", config.scenes, config.encoder, config.seed,
+                                                     progress, report=tracker.update)
+            except Aborted:
+                side.result()  # the helper thread's own error
+                raise
+            except BaseException:
+                tracker.abort()
+                wait([side])
+                raise
+            (partial / "encoder" / "README.md").write_text(_card("encoder", config))
+            teacher_summary = side.result()
+        seconds = tracker.seconds()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "fingerprint": config.fingerprint,
+            "config": config.to_dict(),
+            "vocabulary": {k: list(v) for k, v in VOCABULARY.items()},
+            "spurious": {"class": config.scenes.spurious_class, "background": config.scenes.spurious_background},
+            "training": {"encoder": encoder_summary, "teacher": teacher_summary},
+            "seconds": {"dataset": seconds.get("dataset", 0.0), "encoder": encoder_summary["seconds"],
+                        "teacher": round(teacher_summary["seconds"], 1), "stages": seconds,
+                        "total": round(time.perf_counter() - start, 1)},
+            "threads": {"intra_op": per_thread, "encoder_shards": config.encoder.shards},
+            "torch": torch.__version__,
+        }
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        shutil.rmtree(root, ignore_errors=True)
+        partial.rename(root)
+        tracker.update(BUILD_STAGES[-1], 1, 1)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
     return load_world(root, build=False)
 
 
 def load_world(root: str | os.PathLike | None = None, *, config: WorldConfig | None = None, build: bool = True,
-               progress: bool = True) -> World:
+               progress: bool = True, on_progress: ProgressCallback | None = None) -> World:
     """The world at ``root`` (default: the default world's cache folder), built first when missing and
-    ``build`` is true."""
+    ``build`` is true (``progress`` and ``on_progress`` as in :func:`build_world`)."""
     root = Path(root) if root is not None else default_world_root(config)
     manifest_path = root / MANIFEST
     if not manifest_path.exists():
         if not build:
             raise ConfigError(f"No Shapes world at {root}: run `infincond demo build` first.")
-        return build_world(config, root, progress=progress)
+        return build_world(config, root, progress=progress, on_progress=on_progress)
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format_version") != FORMAT_VERSION:
         if not build:
             raise ConfigError(f"The Shapes world at {root} is from an older version: rebuild it with "
                               "`infincond demo build --force`.")
-        return build_world(config or WorldConfig.from_dict(manifest["config"]), root, force=True, progress=progress)
+        return build_world(config or WorldConfig.from_dict(manifest["config"]), root, force=True, progress=progress,
+                           on_progress=on_progress)
     return World(root, WorldConfig.from_dict(manifest["config"]), manifest)
-
-
-# -- quality ------------------------------------------------------------------------------------------
-@dataclass
-class WorldReport:
-    """Measured quality of a world.
-
-    zero_shot: accuracy per attribute family of the whole-image embedding against "a photo of {value}."
-    on fresh images. localisation: share of fresh images where the best region of their class concept
-    (the product's presence arg-max) is a cell at least a quarter covered by the object.
-    teacher_accuracy: per split, per class. teacher_gap: the spurious class's accuracy on held-out biased
-    data (``validation``) minus on the balanced ``test``. distillation: fidelity, NEC and top concepts of
-    the spurious class, distilled with the built-in corpus plus the world's vocabulary.
-    """
-
-    n_images: int
-    zero_shot: dict[str, float]
-    localisation: float
-    teacher_accuracy: dict[str, dict[str, float]]
-    teacher_overall: dict[str, float]
-    teacher_gap: float
-    spurious_class: str
-    spurious_background: str
-    distillation: dict | None = None
-    seconds: float = 0.0
-
-    def passes(self) -> dict[str, bool]:
-        """Each quality criterion and whether it holds."""
-        out = {f"zero-shot {f} >= {THRESHOLDS['zero_shot']:.0%}": v >= THRESHOLDS["zero_shot"]
-               for f, v in self.zero_shot.items()}
-        out[f"localisation >= {THRESHOLDS['localisation']:.0%}"] = self.localisation >= THRESHOLDS["localisation"]
-        out[f"teacher gap >= {THRESHOLDS['teacher_gap'] * 100:.0f} points"] = self.teacher_gap >= THRESHOLDS["teacher_gap"]
-        if self.distillation is not None:
-            d = self.distillation
-            out[f"fidelity >= {THRESHOLDS['fidelity']:.0%}"] = d["fidelity"] >= THRESHOLDS["fidelity"]
-            out[f"NEC <= {THRESHOLDS['nec']} per class"] = d["nec_max"] <= THRESHOLDS["nec"]
-            out[f"'{self.spurious_background}' among the top concepts of '{self.spurious_class}'"] = (
-                self.spurious_background in d["top_concepts"])
-        return out
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def format(self) -> str:
-        """The report as readable text, one criterion per line."""
-        pct = lambda v: f"{100 * v:5.1f}%"  # noqa: E731
-        lines = [f"Dual encoder, on {self.n_images} fresh images:"]
-        lines += [f"  zero-shot {family:<11}{pct(v)}" for family, v in self.zero_shot.items()]
-        lines.append(f"  class concept's best region on the object  {pct(self.localisation)}")
-        lines.append("Teacher, accuracy per class (held-out biased validation -> balanced test):")
-        for name in self.teacher_accuracy["validation"]:
-            lines.append(f"  {name:<10}{pct(self.teacher_accuracy['validation'][name])} -> "
-                         f"{pct(self.teacher_accuracy['test'][name])}")
-        lines.append(f"  overall   {pct(self.teacher_overall['validation'])} -> {pct(self.teacher_overall['test'])}")
-        lines.append(f"  gap on '{self.spurious_class}': {100 * self.teacher_gap:.1f} points")
-        if self.distillation is not None:
-            d = self.distillation
-            lines.append(f"Distilled student ({d['n_concepts']} concepts, {d['samples']} train images):")
-            lines.append(f"  validation fidelity {pct(d['fidelity'])}, NEC {d['nec']:.1f} per class (max {d['nec_max']})")
-            top = ", ".join(f"{c} ({w:+.2f})" for c, w in zip(d["top_concepts"], d["top_weights"], strict=True))
-            lines.append(f"  top concepts of '{self.spurious_class}': {top}")
-        lines.append("Criteria:")
-        lines += [f"  [{'pass' if ok else 'FAIL'}] {name}" for name, ok in self.passes().items()]
-        return "\n".join(lines)
-
-
-def _teacher_accuracy(world: World) -> tuple[dict, dict]:
-    from ..data import DataConfig, ImageSource
-    from ..teacher import Teacher
-
-    per_class, overall = {}, {}
-    teacher = None
-    for split in ("validation", "test"):
-        source = ImageSource.load(DataConfig(world.dataset, split=split, samples=None))
-        if teacher is None:
-            teacher = Teacher.from_pretrained(world.teacher, dataset_label_names=source.label_names, device="cpu")
-        predictions = np.concatenate([teacher.logits(images).argmax(1) for _, images in source.batches(256)])
-        labels = source.labels
-        per_class[split] = {name: float((predictions[labels == c] == c).mean()) if (labels == c).any() else float("nan")
-                            for c, name in enumerate(source.label_names)}
-        overall[split] = float((predictions == labels).mean())
-    return per_class, overall
-
-
-def _encoder_quality(world: World, n_images: int) -> tuple[dict[str, float], float]:
-    import torch
-
-    from ..concepts.encoder import ConceptEncoder
-    from ..concepts.presence import concept_presence
-
-    encoder = ConceptEncoder.from_pretrained(world.encoder, device="cpu")
-    scenes = random_scenes(n_images, world.config.scenes, world.config.seed + 1, stream=200)  # never trained on
-    images, masks = render_many(scenes, world.config.scenes.image_size)
-    regions = torch.cat([encoder.encode_regions(images[i: i + 128]).embeddings for i in range(0, n_images, 128)])
-    zero_shot = {}
-    for family in ("shape", "colour", "pattern", "background", "size"):
-        prompts = encoder.encode_text([TEMPLATE.format(v) for v in VOCABULARY[family]])
-        predicted = (regions[:, 0] @ prompts.T).argmax(1).numpy()
-        truth = np.array([VOCABULARY[family].index(scene.attributes()[family]) for scene, _ in scenes])
-        zero_shot[family] = float((predicted == truth).mean())
-    shape_prompts = encoder.encode_text([TEMPLATE.format(v) for v in SHAPES])
-    _, best_region = concept_presence(regions, shape_prompts)
-    truth = np.array([SHAPES.index(scene.shape) for scene, _ in scenes])
-    best = best_region.numpy()[np.arange(n_images), truth]  # 0 is the whole image, then row-major cells
-    side = int(round(np.sqrt(regions.shape[1] - 1)))
-    coverage = np.concatenate([np.zeros((n_images, 1)), patch_coverage(masks, world.config.scenes.image_size // side)], 1)
-    localisation = float((coverage[np.arange(n_images), best] >= 0.25).mean())
-    return zero_shot, localisation
-
-
-def _distillation(world: World, samples: int, progress: bool) -> dict:
-    from ..concepts.corpus import ConceptCorpus
-    from ..data import DataConfig
-    from ..distill import DistillConfig
-    from ..pipeline import run_distillation
-
-    corpus = ConceptCorpus.builtin() + ConceptCorpus.from_list(world.concepts, source="world")
-    run = run_distillation(world.teacher, DataConfig(world.dataset, split="train", samples=samples), world.encoder,
-                           corpus, distill_config=DistillConfig(nec=THRESHOLDS["nec"]), cache_dir=False,
-                           device="cpu", progress=progress)
-    c = run.features.class_names.index(world.spurious_class)
-    weight = run.linear.weight[c]
-    order = [k for k in np.argsort(-np.abs(weight)) if weight[k] != 0][:5]
-    return {"fidelity": run.metrics.fidelity, "nec": run.metrics.nec, "nec_max": int(run.metrics.nec_per_class.max()),
-            "student_accuracy": run.metrics.accuracy, "teacher_accuracy": run.metrics.teacher_accuracy,
-            "n_concepts": len(run.features.concepts), "samples": samples,
-            "top_concepts": [run.features.concepts[k] for k in order], "top_weights": [float(weight[k]) for k in order]}
-
-
-def check_world(world: World, *, n_images: int = 600, distill_samples: int | None = 2000,
-                progress: bool = True) -> WorldReport:
-    """Measure the world's quality (see :class:`WorldReport`) and save it as ``check.json`` beside the
-    manifest. ``distill_samples=None`` skips the distillation."""
-    start = time.perf_counter()
-    zero_shot, localisation = _encoder_quality(world, n_images)
-    per_class, overall = _teacher_accuracy(world)
-    name = world.spurious_class
-    report = WorldReport(
-        n_images=n_images, zero_shot=zero_shot, localisation=localisation, teacher_accuracy=per_class,
-        teacher_overall=overall, teacher_gap=per_class["validation"][name] - per_class["test"][name],
-        spurious_class=name, spurious_background=world.spurious_background,
-        distillation=_distillation(world, distill_samples, progress) if distill_samples else None,
-    )
-    report.seconds = round(time.perf_counter() - start, 1)
-    (world.root / "check.json").write_text(json.dumps(report.to_dict(), indent=1))
-    return report
