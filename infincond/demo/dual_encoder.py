@@ -228,16 +228,27 @@ def train_dual_encoder(folder: str | os.PathLike, scene_config: SceneConfig, con
 STAGES = ("encoder scenes", "image tower", "pool embeddings", "text tower")
 
 
-def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainConfig, seed: int, progress: bool,
-                        report, shards: Shards) -> dict:
-    start = time.perf_counter()
-    timings: dict[str, float] = {}
-    model, processor = build_dual_encoder(scene_config.image_size, config, seed)
-    n_directions = sum(len(VOCABULARY[f]) for f in _FAMILIES)
-    generator = torch.Generator().manual_seed(seed + 1)  # not the global one: other threads may be seeding it
-    directions = torch.nn.Parameter(torch.randn(n_directions, model.config.projection_dim, generator=generator) * 0.1)
+@dataclass
+class _Pool:
+    """The scenes the encoder trains on, rendered once: pixels (N, 3, S, S) uint8, each cell's coverage by
+    the object (N, side * side), attribute ids per family (N,), caption truth codes (N, 5)."""
 
-    t = time.perf_counter()
+    scenes: list
+    pixels: torch.Tensor
+    coverage: torch.Tensor
+    side: int
+    attributes: dict[str, torch.Tensor]
+    truth_codes: torch.Tensor
+    scale: torch.Tensor
+    offset: torch.Tensor
+
+    def model_input(self, uint8: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 -> the model's pixel values, channels-last (convolutions' fastest CPU layout)."""
+        return (uint8.float() / 255.0 * self.scale + self.offset).contiguous(memory_format=torch.channels_last)
+
+
+def _render_pool(model, processor, scene_config: SceneConfig, config: EncoderTrainConfig, seed: int,
+                 progress: bool, report) -> _Pool:
     _report(report, STAGES[0], 0, config.pool_size)
     scenes = random_scenes(config.pool_size, scene_config, seed, stream=100)
     images, masks = [], []
@@ -247,27 +258,21 @@ def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainC
         images += part_images
         masks.append(part_masks)
         _report(report, STAGES[0], min(i + chunk, len(scenes)), len(scenes))
-    masks = np.concatenate(masks)
     pixels = images_to_uint8(images)
     del images
-    timings["scenes"] = time.perf_counter() - t
-    scale_px, offset_px = pixel_affine(processor.image_processor)
-
-    def model_input(uint8: torch.Tensor) -> torch.Tensor:
-        return (uint8.float() / 255.0 * scale_px + offset_px).contiguous(memory_format=torch.channels_last)
-
+    scale, offset = pixel_affine(processor.image_processor)
     side = align_feature_side(model, scene_config.image_size)
-    coverage = torch.from_numpy(patch_coverage(masks, scene_config.image_size // side))
-    del masks
+    coverage = torch.from_numpy(patch_coverage(np.concatenate(masks), scene_config.image_size // side))
     attributes = _attribute_ids(scenes)
     truth_codes = torch.stack([attributes[f] for f in _CAPTION_FAMILIES[:-1]]
                               + [torch.tensor([int(s.rocks > 0) for s, _ in scenes])], 1)
-    slices = _family_slices()
-    rng = np.random.default_rng([seed, 8])
+    return _Pool(scenes, pixels, coverage, side, attributes, truth_codes, scale, offset)
 
-    # Stage 1: the image tower against one learned direction per attribute value. Convolutions run
-    # fastest in channels-last layout on CPU; each shard has its own batch norm statistics.
-    t = time.perf_counter()
+
+def _train_image_tower(model, directions: torch.nn.Parameter, pool: _Pool, config: EncoderTrainConfig,
+                       shards: Shards, rng: np.random.Generator, progress: bool, report) -> list[tuple[float, float]]:
+    """Stage 1: the image tower against one learned direction per attribute value; each shard has its
+    own batch norm statistics, merged at the end. Returns each step's (attribute, region) losses."""
     model.vision_model.to(memory_format=torch.channels_last)
     towers = _replicas(model.vision_model, shards.n)
     vision_params = [*model.vision_model.parameters(), directions]
@@ -279,18 +284,19 @@ def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainC
         tower.train()
     # Shape and pattern are the slow families for a small network (and shape is the teacher's classes).
     weights = {f: config.hard_family_weight if f in ("shape", "pattern") else 1.0 for f in _FAMILIES}
-    image_losses = []
+    slices = _family_slices()
+    losses = []
 
     def image_shard(k: int, idx: torch.Tensor, flip: bool) -> tuple[list, float, float]:
         sub = idx[split_evenly(len(idx), shards.n)[k]]
-        batch, cov = model_input(pixels[sub]), coverage[sub]
+        batch, cov = pool.model_input(pool.pixels[sub]), pool.coverage[sub]
         if flip:  # every shape of the world is mirror-symmetric
-            batch, cov = batch.flip(-1), _flip_cells(cov, side)
+            batch, cov = batch.flip(-1), _flip_cells(cov, pool.side)
         regions = align_region_embeddings(_Tower(towers[k]), batch, normalize=False)
         unit = F.normalize(directions, dim=-1)
         # Unnormalised image embedding against unit directions: the same arg-max as the cosine.
         logits = regions[:, 0] @ unit.T
-        truth = {f: v[sub] for f, v in attributes.items()}
+        truth = {f: v[sub] for f, v in pool.attributes.items()}
         loss_global = sum(weights[f] * F.cross_entropy(logits[:, slices[f]], truth[f])
                           for f in _FAMILIES) / sum(weights.values())
         loss_cells = _localisation_loss(F.normalize(regions[:, 1:], dim=-1), unit, truth, cov, config.cell_scale)
@@ -302,47 +308,54 @@ def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainC
     _report(report, STAGES[1], 0, config.image_steps)
     bar = tqdm(range(config.image_steps), desc="Image tower", disable=not progress)
     for step in bar:
-        idx = torch.from_numpy(rng.choice(len(scenes), config.batch_size, replace=False))
+        idx = torch.from_numpy(rng.choice(len(pool.scenes), config.batch_size, replace=False))
         flip = bool(rng.random() < 0.5)
         results = shards.map(lambda k: image_shard(k, idx, flip))  # noqa: B023 (called within the step)
         sum_gradients([r[0] for r in results], vision_params)
         optimizer.step()
         schedule.step()
-        image_losses.append((sum(r[1] for r in results), sum(r[2] for r in results)))
-        bar.set_postfix(attributes=f"{image_losses[-1][0]:.3f}", regions=f"{image_losses[-1][1]:.3f}")
+        losses.append((sum(r[1] for r in results), sum(r[2] for r in results)))
+        bar.set_postfix(attributes=f"{losses[-1][0]:.3f}", regions=f"{losses[-1][1]:.3f}")
         _report(report, STAGES[1], step + 1, config.image_steps)
     optimizer.zero_grad(set_to_none=True)
     _merge_buffers(towers)
-    timings["image_tower"] = time.perf_counter() - t
+    return losses
 
-    # Stage 2: the text tower against the locked image tower's embeddings.
-    t = time.perf_counter()
+
+def _embed_pool(model, pool: _Pool, shards: Shards, report) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2a: the locked image tower's embeddings of the pool: whole images (N, D) and cells
+    (N, side * side, D) in half precision."""
     model.eval()
     for parameter in model.vision_model.parameters():
         parameter.requires_grad_(False)
-    starts = list(range(0, len(scenes), 256))
-    _report(report, STAGES[2], 0, len(scenes))
+    n = len(pool.scenes)
+    starts = list(range(0, n, 256))
+    _report(report, STAGES[2], 0, n)
 
     def embed_shard(k: int) -> list[torch.Tensor]:
         out = []
         with torch.inference_mode():
             for j, i in enumerate(starts[split_evenly(len(starts), shards.n)[k]]):
-                out.append(align_region_embeddings(model, model_input(pixels[i: i + 256])))
+                out.append(align_region_embeddings(model, pool.model_input(pool.pixels[i: i + 256])))
                 if k == 0:
-                    _report(report, STAGES[2], min(len(scenes), (j + 1) * shards.n * 256), len(scenes))
+                    _report(report, STAGES[2], min(n, (j + 1) * shards.n * 256), n)
         return out
 
     embedded = [e for part in shards.map(embed_shard) for e in part]
-    _report(report, STAGES[2], len(scenes), len(scenes))
+    _report(report, STAGES[2], n, n)
     image_emb = torch.cat([e[:, 0] for e in embedded]).clone()
     cell_emb = torch.cat([e[:, 1:] for e in embedded]).half()
-    del embedded
     model.vision_model.to(memory_format=torch.contiguous_format)
-    timings["pool_embeddings"] = time.perf_counter() - t
+    return image_emb, cell_emb
 
-    t = time.perf_counter()
+
+def _train_text_tower(model, tokenizer, directions: torch.Tensor, pool: _Pool, image_emb: torch.Tensor,
+                      cell_emb: torch.Tensor, config: EncoderTrainConfig, shards: Shards, rng: np.random.Generator,
+                      seed: int, progress: bool, report) -> list[tuple[float, ...]]:
+    """Stage 2b: the text tower against the locked image tower's embeddings. Returns each step's
+    (caption, prompt, region, pull) losses."""
     unit = F.normalize(directions.detach(), dim=-1)
-    tokenizer = processor.tokenizer
+    slices = _family_slices()
     prompts = [TEMPLATE.format(v) for f in _FAMILIES for v in VOCABULARY[f]]
     prompt_tokens = tokenizer(prompts, padding=True, return_tensors="pt")
     text_params = [*model.text_model.parameters(), *model.text_projection.parameters()]
@@ -351,7 +364,7 @@ def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainC
     schedule = cosine_schedule(optimizer, config.text_steps, config.warmup)
     caption_rng = np.random.default_rng([seed, 7])
     model.text_model.train()
-    text_losses = []
+    losses = []
 
     def text_forward(k: int, tokens: list) -> list[torch.Tensor]:
         # Shard 0 also embeds the prompts; every shard its share of the captions.
@@ -363,20 +376,7 @@ def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainC
     def text_backward(k: int, outputs: list, grads: list) -> list:
         return list(torch.autograd.grad(outputs[k], text_params, grads[k], allow_unused=True))
 
-    _report(report, STAGES[3], 0, config.text_steps)
-    bar = tqdm(range(config.text_steps), desc="Text tower", disable=not progress)
-    for step in bar:
-        idx = torch.from_numpy(rng.choice(len(scenes), config.text_batch_size, replace=False))
-        batch_scenes = [scenes[i][0] for i in idx.tolist()]
-        texts, named = zip(*(caption(s, caption_rng) for s in batch_scenes), strict=True)
-        match = _caption_matches(named, truth_codes[idx])
-        parts = split_evenly(len(texts), shards.n)
-        # The tokenizer is not thread-safe: every shard's tokens are made here.
-        tokens = [tokenizer(list(texts[part]), padding=True, return_tensors="pt") for part in parts]
-        outputs = shards.map(lambda k: text_forward(k, tokens))  # noqa: B023 (called within the step)
-        # The loss joins the shards (every caption against every image), on detached copies of their
-        # embeddings; its gradients then flow back through each shard's tower side by side.
-        leaves = [[o.detach().requires_grad_() for o in out] for out in outputs]
+    def joint_loss(leaves: list, idx: torch.Tensor, match: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         captions = F.normalize(torch.cat([leaf[0] for leaf in leaves]), dim=-1)
         prompt_emb = F.normalize(leaves[0][1], dim=-1)
         scale = (1.0 / model.temperature).clamp(max=100.0)
@@ -384,11 +384,29 @@ def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainC
         loss_caption = 0.5 * (-(F.log_softmax(logits, 1) * match / match.sum(1, keepdim=True)).sum(1).mean()
                               - (F.log_softmax(logits, 0) * match / match.sum(0, keepdim=True)).sum(0).mean())
         prompt_logits = scale * image_emb[idx] @ prompt_emb.T
-        truth = {f: v[idx] for f, v in attributes.items()}
+        truth = {f: v[idx] for f, v in pool.attributes.items()}
         loss_prompt = sum(F.cross_entropy(prompt_logits[:, slices[f]], truth[f]) for f in _FAMILIES) / len(_FAMILIES)
-        loss_cells = _localisation_loss(cell_emb[idx].float(), prompt_emb, truth, coverage[idx], config.cell_scale)
+        loss_cells = _localisation_loss(cell_emb[idx].float(), prompt_emb, truth, pool.coverage[idx],
+                                        config.cell_scale)
         loss_pull = (1.0 - (prompt_emb * unit).sum(-1)).mean()
         loss = loss_caption + loss_prompt + config.region_weight * loss_cells + loss_pull
+        return loss, (loss_caption.item(), loss_prompt.item(), loss_cells.item(), loss_pull.item())
+
+    _report(report, STAGES[3], 0, config.text_steps)
+    bar = tqdm(range(config.text_steps), desc="Text tower", disable=not progress)
+    for step in bar:
+        idx = torch.from_numpy(rng.choice(len(pool.scenes), config.text_batch_size, replace=False))
+        batch_scenes = [pool.scenes[i][0] for i in idx.tolist()]
+        texts, named = zip(*(caption(s, caption_rng) for s in batch_scenes), strict=True)
+        match = _caption_matches(named, pool.truth_codes[idx])
+        parts = split_evenly(len(texts), shards.n)
+        # The tokenizer is not thread-safe: every shard's tokens are made here.
+        tokens = [tokenizer(list(texts[part]), padding=True, return_tensors="pt") for part in parts]
+        outputs = shards.map(lambda k: text_forward(k, tokens))  # noqa: B023 (called within the step)
+        # The loss joins the shards (every caption against every image), on detached copies of their
+        # embeddings; its gradients then flow back through each shard's tower side by side.
+        leaves = [[o.detach().requires_grad_() for o in out] for out in outputs]
+        loss, parts_of_loss = joint_loss(leaves, idx, match)
         flat = [leaf for leaf_list in leaves for leaf in leaf_list]
         *leaf_grads, temperature_grad = torch.autograd.grad(loss, [*flat, model.temperature])
         grads, i = [], 0
@@ -400,9 +418,31 @@ def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainC
         model.temperature.grad = temperature_grad
         optimizer.step()
         schedule.step()
-        text_losses.append((loss_caption.item(), loss_prompt.item(), loss_cells.item(), loss_pull.item()))
-        bar.set_postfix(captions=f"{text_losses[-1][0]:.2f}", prompts=f"{text_losses[-1][1]:.2f}")
+        losses.append(parts_of_loss)
+        bar.set_postfix(captions=f"{losses[-1][0]:.2f}", prompts=f"{losses[-1][1]:.2f}")
         _report(report, STAGES[3], step + 1, config.text_steps)
+    return losses
+
+
+def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainConfig, seed: int, progress: bool,
+                        report, shards: Shards) -> dict:
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    model, processor = build_dual_encoder(scene_config.image_size, config, seed)
+    n_directions = sum(len(VOCABULARY[f]) for f in _FAMILIES)
+    generator = torch.Generator().manual_seed(seed + 1)  # not the global one: other threads may be seeding it
+    directions = torch.nn.Parameter(torch.randn(n_directions, model.config.projection_dim, generator=generator) * 0.1)
+
+    t = time.perf_counter()
+    pool = _render_pool(model, processor, scene_config, config, seed, progress, report)
+    rng = np.random.default_rng([seed, 8])
+    timings["scenes"], t = time.perf_counter() - t, time.perf_counter()
+    image_losses = _train_image_tower(model, directions, pool, config, shards, rng, progress, report)
+    timings["image_tower"], t = time.perf_counter() - t, time.perf_counter()
+    image_emb, cell_emb = _embed_pool(model, pool, shards, report)
+    timings["pool_embeddings"], t = time.perf_counter() - t, time.perf_counter()
+    text_losses = _train_text_tower(model, processor.tokenizer, directions, pool, image_emb, cell_emb, config,
+                                    shards, rng, seed, progress, report)
     timings["text_tower"] = time.perf_counter() - t
 
     model.eval()
