@@ -90,9 +90,13 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     out = call(client, "select", concept, cls, 20, "any class")
     assert f"**{concept}** for class **{cls}**" in out["selection_md"]
     preview = client.predict("Down-tune", 2.0, api_name="/preview")
-    assert f"What if: down-tune '{concept}' for {cls} x2" in preview
+    assert f"What if: down-tune '{concept}' for {cls} x2" in preview and "refitting..." in preview
+    refitted = client.predict("Down-tune", 2.0, api_name="/preview_refit")  # what the page chains after it
     out = call(client, "apply", "Down-tune", 2.0, 20, "any class")
     entry = session.down(concept, cls, 2.0)
+    assert "what Apply gives" in refitted
+    assert f"fidelity {100 * entry.metrics_before['fidelity']:.1f}% -> {100 * entry.metrics_after['fidelity']:.1f}%" \
+        in refitted
     log = rows(out["log_table"])
     assert [r["action"] for r in log] == ["distilled student", f"down-tune '{concept}' for {cls} x2"]
     assert log[-1]["fidelity"] == f"{100 * entry.metrics_after['fidelity']:.1f}%"

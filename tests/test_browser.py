@@ -73,6 +73,7 @@ def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path, hub, monkeypa
         # Preview, then apply a down-tune: the provenance log grows by one step.
         page.get_by_role("button", name="What if?", exact=True).click()
         expect(page.locator("#view-tuning")).to_contain_text("What if: down-tune", timeout=60_000)
+        expect(page.locator("#view-tuning")).to_contain_text("what Apply gives", timeout=60_000)  # the refit follows
         page.get_by_role("button", name="Apply (refit)", exact=True).click()
         expect(page.locator("#provenance-log")).to_contain_text(f"down-tune '{concept}'", timeout=60_000)
         expect(page.locator("#provenance-log [role=row]")).to_have_count(3)  # header + 2 steps

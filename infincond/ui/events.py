@@ -176,8 +176,13 @@ class Events:
 
     # -- tuning ----------------------------------------------------------------------------------------
     def on_preview(self, ws, action, factor):
+        """At once: the edited weights moved, the others held (the refit follows, ``on_preview_refit``)."""
         ws = ws or self.new_workspace()
-        return views.preview_text(ws.preview(ACTIONS.get(action, action), factor))
+        return views.preview_text(ws.preview(ACTIONS.get(action, action), factor, refit=False))
+
+    def on_preview_refit(self, ws, action, factor):
+        ws = ws or self.new_workspace()
+        return views.preview_text(ws.preview(ACTIONS.get(action, action), factor, refit=True))
 
     def edited(self, api: str, act: Callable) -> Callable:
         """A handler for an action that moves the student (apply, blend, undo, redo, jump): its inputs are
@@ -241,7 +246,7 @@ def wire(c: SimpleNamespace, presets: dict[str, LoadSettings | None], new_worksp
         return [c.state, *extra, *group(c, *EVENT_GROUPS[api])]
 
     def on(trigger, handler, inputs, outputs, api, progress_on=None):
-        trigger(_guard(handler), inputs, outputs, api_name=api, show_progress_on=progress_on)
+        return trigger(_guard(handler), inputs, outputs, api_name=api, show_progress_on=progress_on)
 
     world_outputs = [c.status_md, c.timer, c.load_btn, *setup]
     c.demo.load(e.on_open, c.browser, [c.restore_md, c.restore_row, c.browser, *world_outputs, *out("load")],
@@ -266,7 +271,11 @@ def wire(c: SimpleNamespace, presets: dict[str, LoadSettings | None], new_worksp
         on(control.change, e.on_view, [c.state, *sel], out("view"), "view", [c.heat])
     on(c.concept_btn.click, e.on_add_concept, [c.state, c.new_concept, *sel], out("add_concept", c.new_concept),
        "add_concept", [c.heat])
-    on(c.preview_btn.click, e.on_preview, [c.state, c.action, c.factor], c.preview_md, "preview", [c.preview_md])
+    # The what-if shows at once, then what Apply gives once the refit is done.
+    preview = on(c.preview_btn.click, e.on_preview, [c.state, c.action, c.factor], c.preview_md, "preview",
+                 [c.preview_md])
+    on(preview.success, e.on_preview_refit, [c.state, c.action, c.factor], c.preview_md, "preview_refit",
+       [c.preview_md])
     edits = {"apply": (c.apply_btn, [c.action, c.factor], lambda ws, a, f: ws.apply(ACTIONS.get(a, a), f)),
              "blend": (c.alpha_btn, [c.alpha], lambda ws, a: ws.blend(a)),
              "undo": (c.undo_btn, [c.jump_step], lambda ws, _: ws.move("undo")),

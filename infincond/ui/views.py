@@ -180,7 +180,9 @@ def preview_text(preview: Preview) -> str:
     worst = sorted(((v["accuracy"] if v["accuracy"] is not None else v["agreement"] or 0.0, name)
                     for name, v in d["per_class"].items()), key=lambda x: x[0])
     per_class = ", ".join(f"{name} {_delta(v)}" for v, name in worst[:2] + worst[-2:])
-    return (f"**What if: {_text(preview.edit.describe())}** (refitted in {preview.seconds:.2f} s)\n\n"
+    how = (f"refitted in {preview.seconds:.2f} s: what Apply gives" if preview.refitted
+           else "the other weights held; refitting...")
+    return (f"**What if: {_text(preview.edit.describe())}** ({how})\n\n"
             f"weight {changed}\n\nfidelity {_pct(before['fidelity'])} -> {_pct(after['fidelity'])} "
             f"({_delta(d['fidelity'])}) · accuracy {_pct(before['accuracy'])} -> {_pct(after['accuracy'])} "
             f"({_delta(d['accuracy'])})\n\nper class: {per_class}")

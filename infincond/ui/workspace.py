@@ -310,9 +310,11 @@ class Workspace:
         return Edit(action.value, self.session.concepts[self.concept], self.session.class_names[self.class_id],
                     factor if action.scales else None)
 
-    def preview(self, action: str, factor: float | None = None) -> Preview:
+    def preview(self, action: str, factor: float | None = None, refit: bool = True) -> Preview:
+        """What the edit would do: with ``refit`` exactly what Apply gives, else at once (the edited weights
+        moved, the others held)."""
         edit = self.edit(action, factor)  # checks that there is a session first
-        return self.session.preview(edit, refit=True)
+        return self.session.preview(edit, refit=refit)
 
     def apply(self, action: str, factor: float | None = None) -> LogEntry:
         edit = self.edit(action, factor)
