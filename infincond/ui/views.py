@@ -5,6 +5,10 @@ are computed here: they come from the core, through the workspace (which caches 
 from __future__ import annotations
 
 import html
+import os
+import tempfile
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +23,8 @@ HIGHLIGHT = (255, 196, 0)
 CONTRIBUTION_COLUMNS = ["concept", "presence", "weight", "contribution"]
 EDIT_COLUMNS = ["concept", "class", "kind", "weight"]
 SUBSET_COLUMNS = ["teacher says", "student says", "images"]
+#: Outlined thumbnails, as PNG files shared by every session (in the temporary folder Gradio may serve).
+THUMBNAILS = Path(tempfile.gettempdir()) / "infincond-thumbnails"
 
 
 def _pct(value: float | None) -> str:
@@ -132,9 +138,25 @@ def concept_images(ws: Workspace) -> tuple[str, list]:
     title = f"Where **{_text(ws.session.concepts[k])}** is most present (its best region outlined)"
     if ws.source is None:
         return title + " (these features came without their images)", []
-    items = [(_boxed(ws.image_of(int(p)), tuple(f.region_boxes[f.best_region[p, k]])), f"{f.concept_scores[p, k]:.2f}")
+    items = [(_thumbnail(ws, int(p), tuple(f.region_boxes[f.best_region[p, k]])), f"{f.concept_scores[p, k]:.2f}")
              for p in ws.concept_images(k)]
     return title, items
+
+
+def _thumbnail(ws: Workspace, position: int, region: tuple[float, ...], scale: int = 3) -> str | Image.Image:
+    """The image at ``position`` with ``region`` outlined (:func:`_boxed`), as a PNG file drawn once for every
+    session: Gradio sends a file as it is, where it would encode a PIL image again on every event."""
+    fingerprint = ws.features.fingerprint
+    if not fingerprint:
+        return _boxed(ws.image_of(position), region, scale)
+    key = "-".join(f"{v:.5f}" for v in region)
+    path = THUMBNAILS / fingerprint / f"{position}-{scale}-{key}.png"
+    if not path.exists():  # written beside, then renamed: a concurrent session never reads half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{uuid.uuid4().hex}.png")
+        _boxed(ws.image_of(position), region, scale).save(tmp, format="PNG", compress_level=1)
+        os.replace(tmp, path)
+    return str(path)
 
 
 def image_detail(ws: Workspace) -> tuple[Image.Image | None, str, pd.DataFrame]:
