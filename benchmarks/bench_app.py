@@ -30,6 +30,7 @@ from pathlib import Path
 from gradio_client import Client
 
 N_OPTIONS = (20, "any class")
+DOWNLOAD = [False]  # --download: the client also fetches every image an event returns, as a browser does
 TARGETS = {"select": 0.15, "preview": 0.15, "top-N": 0.15, "sort": 0.15, "undo": 0.15, "redo": 0.15, "jump": 0.15,
            "apply": 1.0, "refit": 1.0, "distil": 15.0}
 
@@ -124,7 +125,7 @@ def shapes(args: argparse.Namespace) -> None:
     url = serve(demo)
     try:
         base = rss_mb()
-        client = Client(url, verbose=False, download_files=False)
+        client = Client(url, verbose=False, download_files=DOWNLOAD[0])
         load = timed(lambda: client.predict(*load_args(preset), api_name="/load"))
         distil = timed(lambda: client.predict(5, *N_OPTIONS, api_name="/distill"))
         print(f"\n1. Shapes world, {args.samples} train images: load {load:.1f} s (extraction included, first time), "
@@ -133,7 +134,7 @@ def shapes(args: argparse.Namespace) -> None:
         one = rss_mb()
 
         def session(_: int) -> None:
-            other = Client(url, verbose=False, download_files=False)
+            other = Client(url, verbose=False, download_files=DOWNLOAD[0])
             other.predict(*load_args(preset), api_name="/load")
             other.predict(5, *N_OPTIONS, api_name="/distill")
             other.predict("Remove", 2.0, *N_OPTIONS, api_name="/apply")
@@ -162,7 +163,7 @@ def synthetic(args: argparse.Namespace) -> None:
     demo = build_app(workspace=workspace)
     url = serve(demo)
     try:
-        client = Client(url, verbose=False, download_files=False)
+        client = Client(url, verbose=False, download_files=DOWNLOAD[0])
         distil = timed(lambda: client.predict(5, *N_OPTIONS, api_name="/distill"))
         report(f"2. Synthetic features, N = 50,000, K = 800, C = 10: distil {distil:.1f} s; per event (targets x2):",
                events(client, args.repeats, distil), scale=2.0)
@@ -175,7 +176,7 @@ def remote(args: argparse.Namespace) -> None:
     from infincond.ui import shapes_preset
 
     preset = shapes_preset(load_world(args.world, build=False), args.samples)
-    client = Client(args.url, verbose=False, download_files=False)
+    client = Client(args.url, verbose=False, download_files=DOWNLOAD[0])
     load = timed(lambda: client.predict(*load_args(preset), api_name="/load"))
     distil = timed(lambda: client.predict(5, *N_OPTIONS, api_name="/distill"))
     print(f"\n1. The app at {args.url}, Shapes world, {args.samples} train images: load {load:.1f} s, distil {distil:.1f} s")
@@ -189,7 +190,10 @@ def main() -> None:
     parser.add_argument("--world", default=None, help="A built Shapes world (default: the cached default world).")
     parser.add_argument("--url", default=None, help="Time an app already running there instead (parts 2, 3 skipped).")
     parser.add_argument("--parts", default="1,2", help="1: Shapes world and memory, 2: synthetic.")
+    parser.add_argument("--download", action="store_true",
+                        help="Fetch every returned file (images), as a browser does (the default times the events only).")
     args = parser.parse_args()
+    DOWNLOAD[0] = args.download
     print(f"threads: {threading.active_count()}, started {time.strftime('%H:%M:%S')}")
     if args.url:
         remote(args)
