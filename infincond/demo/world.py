@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .biased_teacher import TeacherTrainConfig, train_teacher
+from .dataset_repo import write_dataset_repo
 from .dual_encoder import TEMPLATE, EncoderTrainConfig, train_dual_encoder
 from .parallel import intra_op_threads
 from .progress import BUILD_STAGES, Aborted, BuildProgress, ProgressCallback, stage_costs
@@ -26,7 +27,6 @@ from .scenes import (
     VOCABULARY,
     SceneConfig,
     vocabulary_concepts,
-    write_dataset_repo,
 )
 
 FORMAT_VERSION = 1
@@ -215,6 +215,25 @@ def _dataset_and_teacher(folder: Path, config: WorldConfig, progress: bool, trac
         raise
 
 
+def _manifest(config: WorldConfig, encoder_summary: dict, teacher_summary: dict, seconds: dict[str, float],
+              total: float, per_thread: int) -> dict:
+    """What ``world.json`` records: the config, the ground truth, and how the build went."""
+    import torch
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": config.fingerprint,
+        "config": config.to_dict(),
+        "vocabulary": {k: list(v) for k, v in VOCABULARY.items()},
+        "spurious": {"class": config.scenes.spurious_class, "background": config.scenes.spurious_background},
+        "training": {"encoder": encoder_summary, "teacher": teacher_summary},
+        "seconds": {"dataset": seconds.get("dataset", 0.0), "encoder": encoder_summary["seconds"],
+                    "teacher": round(teacher_summary["seconds"], 1), "stages": seconds, "total": round(total, 1)},
+        "threads": {"intra_op": per_thread, "encoder_shards": config.encoder.shards},
+        "torch": torch.__version__,
+    }
+
+
 def build_world(config: WorldConfig | None = None, root: str | os.PathLike | None = None, *, force: bool = False,
                 progress: bool = True, on_progress: ProgressCallback | None = None) -> World:
     """Generate the dataset, train the dual encoder and the teacher, and write the three repos and a
@@ -222,16 +241,13 @@ def build_world(config: WorldConfig | None = None, root: str | os.PathLike | Non
     all. An existing world is reused unless ``force`` (reusing it, ``on_progress`` hears only
     ``("saving", 1.0, 0.0)``).
 
-    ``progress``: terminal bars. ``on_progress(stage, fraction, seconds_left)``: for a page, called from the
-    build's threads about every half second (at most 1.2 s apart in an idle full build) and whenever a
-    stage starts or ends, with the stage that advanced (:data:`BUILD_STAGES`), the overall fraction done
-    (never decreasing, ending at 1.0 once the world is in place) and the estimated seconds left (None at
-    first). Keep it quick; an exception raised in it stops the build and is raised by ``build_world``
-    (a page's cancel button can raise one).
+    ``progress``: terminal bars. ``on_progress(stage, fraction, seconds_left)`` (:data:`ProgressCallback`):
+    for a page, called from the build's threads about every half second and whenever one of
+    :data:`BUILD_STAGES` starts or ends. Keep it quick; an exception raised in it stops the build.
 
     The dual encoder trains in the calling thread as two shards side by side, the dataset and then the
-    teacher in a helper thread beside it, each thread with half the intra-op threads (so one each on
-    2 cores). The same config and seed give the same world, whatever the timing."""
+    teacher in a helper thread beside it, each thread with half the intra-op threads. The same config
+    and seed give the same world, whatever the timing."""
     import torch
     from tqdm.auto import tqdm
 
@@ -267,20 +283,8 @@ def build_world(config: WorldConfig | None = None, root: str | os.PathLike | Non
                 raise
             (partial / "encoder" / "README.md").write_text(_card("encoder", config))
             teacher_summary = side.result()
-        seconds = tracker.seconds()
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "fingerprint": config.fingerprint,
-            "config": config.to_dict(),
-            "vocabulary": {k: list(v) for k, v in VOCABULARY.items()},
-            "spurious": {"class": config.scenes.spurious_class, "background": config.scenes.spurious_background},
-            "training": {"encoder": encoder_summary, "teacher": teacher_summary},
-            "seconds": {"dataset": seconds.get("dataset", 0.0), "encoder": encoder_summary["seconds"],
-                        "teacher": round(teacher_summary["seconds"], 1), "stages": seconds,
-                        "total": round(time.perf_counter() - start, 1)},
-            "threads": {"intra_op": per_thread, "encoder_shards": config.encoder.shards},
-            "torch": torch.__version__,
-        }
+        manifest = _manifest(config, encoder_summary, teacher_summary, tracker.seconds(),
+                             time.perf_counter() - start, per_thread)
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
         shutil.rmtree(root, ignore_errors=True)
         partial.rename(root)
