@@ -109,3 +109,38 @@ def test_a_session_survives_a_killed_server(world, tmp_path):
     assert [e["summary"] for e in after["entries"]] == [e["summary"] for e in before["entries"]]  # zero edits lost
     np.testing.assert_allclose(after["final"]["weight"], before["final"]["weight"], atol=1e-6)
     assert after["final"]["state"] == before["final"]["state"]
+
+
+def test_one_sessions_events_run_one_at_a_time_and_other_sessions_do_not_wait(tmp_path):
+    """A chained refit and an Apply clicked meanwhile reach the server at once: the guard runs one
+    workspace's events in turn (so neither sees the other half done), while another workspace goes on."""
+    import threading
+
+    from infincond.ui.app import _guard
+    from infincond.ui.workspace import Workspace
+
+    spans: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
+    started = threading.Barrier(3)
+
+    def event(ws, name):
+        start = time.perf_counter()
+        time.sleep(0.3)
+        spans[name].append((start, time.perf_counter()))
+        return ws
+
+    guarded = _guard(event)
+    a, b = Workspace(cache_dir=tmp_path / "a"), Workspace(cache_dir=tmp_path / "b")
+
+    def run(ws, name):
+        started.wait()
+        guarded(ws, name)
+
+    threads = [threading.Thread(target=run, args=args) for args in ((a, "a"), (a, "a"), (b, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (s1, e1), (s2, e2) = sorted(spans["a"])
+    assert s2 >= e1  # the same workspace: one after the other
+    (sb, eb), = spans["b"]
+    assert sb < e1  # another workspace: not held up by the first one's events

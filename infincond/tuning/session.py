@@ -187,11 +187,11 @@ class TuningSession:
         only the edited weights to the value asked for (the far end of a bounded interval);
         ``refit=True`` runs the constrained refit too."""
         start_time = time.perf_counter()
-        constrained = self._constrain(edit)
+        before, constrained = self.metrics, self._constrain(edit)
         weight, bias = constrained.start, self.state.bias
         if refit:
             weight, bias, _ = self._refit(constrained.start, constrained.constraints, self.label_weight)
-        return Preview(edit, refit, self.metrics, self._metrics(weight, bias), self._changes(weight, constrained),
+        return Preview(edit, refit, before, self._metrics(weight, bias), self._changes(weight, constrained),
                        time.perf_counter() - start_time)
 
     def _record(self, action: str, params: dict, summary: str, before: int, changes: list | None = None,

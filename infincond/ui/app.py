@@ -13,7 +13,9 @@ import functools
 import logging
 import os
 import secrets
+import threading
 import traceback
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,16 +58,32 @@ def outputs_of(api: str) -> list[str]:
     return extra + [name for g in EVENT_GROUPS[api] if g != "controls" for name in GROUPS[g]]
 
 
+_LOCKS: dict[int, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_of(ws: Workspace) -> threading.RLock:
+    """The lock that runs one workspace's events one at a time (a chained refit and an Apply clicked
+    meanwhile would otherwise edit the same session at once); dropped with the workspace."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(id(ws))
+        if lock is None:
+            lock = _LOCKS[id(ws)] = threading.RLock()
+            weakref.finalize(ws, _LOCKS.pop, id(ws), None)
+        return lock
+
+
 def _guard(fn: Callable) -> Callable:
-    """Run an event inside its workspace's transaction (a refused event changes nothing), autosave what it
-    changed, and show the project's errors as clear messages in the page; log anything unexpected."""
+    """Run an event inside its workspace's transaction (a refused event changes nothing), one at a time
+    per workspace, autosave what it changed, and show the project's errors as clear messages in the page;
+    log anything unexpected."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         ws = next((a for a in args if isinstance(a, Workspace)), None)
         try:
             if ws is None:
                 return fn(*args, **kwargs)
-            with ws.transaction():
+            with _lock_of(ws), ws.transaction():
                 result = fn(*args, **kwargs)
                 ws.autosave()
             return result

@@ -245,8 +245,9 @@ def wire(c: SimpleNamespace, presets: dict[str, LoadSettings | None], new_worksp
     def out(api: str, *extra) -> list:
         return [c.state, *extra, *group(c, *EVENT_GROUPS[api])]
 
-    def on(trigger, handler, inputs, outputs, api, progress_on=None):
-        return trigger(_guard(handler), inputs, outputs, api_name=api, show_progress_on=progress_on)
+    def on(trigger, handler, inputs, outputs, api, progress_on=None, show_progress="full"):
+        return trigger(_guard(handler), inputs, outputs, api_name=api, show_progress_on=progress_on,
+                       show_progress=show_progress)
 
     world_outputs = [c.status_md, c.timer, c.load_btn, *setup]
     c.demo.load(e.on_open, c.browser, [c.restore_md, c.restore_row, c.browser, *world_outputs, *out("load")],
@@ -275,7 +276,7 @@ def wire(c: SimpleNamespace, presets: dict[str, LoadSettings | None], new_worksp
     preview = on(c.preview_btn.click, e.on_preview, [c.state, c.action, c.factor], c.preview_md, "preview",
                  [c.preview_md])
     on(preview.success, e.on_preview_refit, [c.state, c.action, c.factor], c.preview_md, "preview_refit",
-       [c.preview_md])
+       show_progress="hidden")  # the at-once answer stays readable ("refitting...") until the refit replaces it
     edits = {"apply": (c.apply_btn, [c.action, c.factor], lambda ws, a, f: ws.apply(ACTIONS.get(a, a), f)),
              "blend": (c.alpha_btn, [c.alpha], lambda ws, a: ws.blend(a)),
              "undo": (c.undo_btn, [c.jump_step], lambda ws, _: ws.move("undo")),

@@ -4,8 +4,11 @@ are computed here: they come from the core, through the workspace (which caches 
 
 from __future__ import annotations
 
+import atexit
+import functools
 import html
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -23,8 +26,6 @@ HIGHLIGHT = (255, 196, 0)
 CONTRIBUTION_COLUMNS = ["concept", "presence", "weight", "contribution"]
 EDIT_COLUMNS = ["concept", "class", "kind", "weight"]
 SUBSET_COLUMNS = ["teacher says", "student says", "images"]
-#: Outlined thumbnails, as PNG files shared by every session (in the temporary folder Gradio may serve).
-THUMBNAILS = Path(tempfile.gettempdir()) / "infincond-thumbnails"
 
 
 def _pct(value: float | None) -> str:
@@ -150,13 +151,28 @@ def _thumbnail(ws: Workspace, position: int, region: tuple[float, ...], scale: i
     if not fingerprint:
         return _boxed(ws.image_of(position), region, scale)
     key = "-".join(f"{v:.5f}" for v in region)
-    path = THUMBNAILS / fingerprint / f"{position}-{scale}-{key}.png"
-    if not path.exists():  # written beside, then renamed: a concurrent session never reads half a file
+    path = _thumbnail_folder() / fingerprint / f"{position}-{scale}-{key}.png"
+    if path.exists():
+        return str(path)
+    image = _boxed(ws.image_of(position), region, scale)
+    tmp = path.with_name(f".{uuid.uuid4().hex}.png")
+    try:  # written beside, then renamed: a concurrent session never reads half a file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{uuid.uuid4().hex}.png")
-        _boxed(ws.image_of(position), region, scale).save(tmp, format="PNG", compress_level=1)
+        image.save(tmp, format="PNG", compress_level=1)
         os.replace(tmp, path)
+    except OSError:  # a full or read-only temporary folder: send the image itself
+        tmp.unlink(missing_ok=True)
+        return image
     return str(path)
+
+
+@functools.cache
+def _thumbnail_folder() -> Path:
+    """This process's own thumbnail folder (private, made once, under the temporary folder Gradio serves
+    from): no other user's files, and nothing drawn by an earlier version of this code."""
+    folder = Path(tempfile.mkdtemp(prefix="infincond-thumbnails-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def image_detail(ws: Workspace) -> tuple[Image.Image | None, str, pd.DataFrame]:
