@@ -21,7 +21,6 @@ Run: python benchmarks/bench_extract.py [--images 1024] [--real-images 64] [--de
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
@@ -35,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter
 
 from infincond import (
     ConceptCorpus,
@@ -47,25 +45,11 @@ from infincond import (
     extract_features,
 )
 from infincond.concepts.presence import concept_presence
-from infincond.testing import build_clip_tokenizer
+from infincond.testing import build_clip_tokenizer, photo_jpeg
 
 CONCEPTS = ["red", "green", "blue", "circle", "square", "triangle", "white", "dark", "bright", "round", "striped",
             "dotted", "grass", "water", "sand", "snow", "wheel", "sky", "fur", "metal"]
 NEW_CONCEPTS = ["yellow", "purple", "orange", "star", "cross", "diamond", "rock", "wood", "glass", "cloud"]
-
-
-def photo_jpeg(rng: np.random.Generator, width: int = 500, height: int = 375) -> bytes:
-    """A photo-like JPEG: blurred random shapes plus sensor-like noise, quality 90."""
-    image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 255, 3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(12):
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        box = [x0, y0, x0 + int(rng.integers(20, 200)), y0 + int(rng.integers(20, 200))]
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.int16) + rng.normal(0, 8, (height, width, 3))
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def jpeg_dataset(folder: Path, n: int, unique: int = 2048) -> Path:

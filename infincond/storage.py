@@ -52,10 +52,10 @@ def fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, durable: bool = True) -> Path:
     """Write ``path`` through ``write(file)`` under a temporary name beside it, fsync it, rename it into
     place and fsync the folder (so the rename itself survives a crash): a reader sees the old file or the
-    new one, never half of it."""
+    new one, never half of it. ``durable=False`` skips the fsyncs, for files that can be made again."""
     path = Path(path)
     with storage_errors("write a file", path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,12 +63,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         try:
             with open(tmp, "wb") as handle:
                 write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        fsync_folder(path.parent)
+        if durable:
+            fsync_folder(path.parent)
     return path
 
 

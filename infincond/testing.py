@@ -5,13 +5,14 @@ They are saved in Hugging Face format and loaded back through the same code as H
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40),
            "purple": (140, 50, 170), "orange": (240, 140, 30)}
@@ -162,6 +163,21 @@ def draw_shape(shape: str, colour: str, size: int = 32, background: tuple[int, i
     else:
         draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
     return image
+
+
+def photo_jpeg(rng: np.random.Generator, width: int = 500, height: int = 375) -> bytes:
+    """A photo-like JPEG (quality 90): blurred random shapes plus sensor-like noise, for the extraction
+    engine's tests and benchmark (ImageNet-sized by default)."""
+    image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        box = [x0, y0, x0 + int(rng.integers(20, 200)), y0 + int(rng.integers(20, 200))]
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.int16) + rng.normal(0, 8, (height, width, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def make_shapes_dataset(n: int = 60, *, classes: Sequence[str] = ("red", "green", "blue"), size: int = 32, seed: int = 0):

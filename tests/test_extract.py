@@ -1,7 +1,6 @@
 """The extraction engine: fast image plans, pipelined input, precision, shards and resume, several
 processes, kept regions, unreadable images and the errors a user can act on."""
 
-import io
 import json
 import os
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 from transformers import (
     AutoProcessor,
     BitImageProcessor,
@@ -42,6 +41,7 @@ from infincond.extract.loader import decode_image
 from infincond.extract.preprocess import image_plan
 from infincond.extract.runtime import resolve_device, resolve_precision
 from infincond.features import fingerprint
+from infincond.testing import photo_jpeg
 
 from .conftest import CONCEPTS, _free_port
 
@@ -82,20 +82,6 @@ def _images(seed: int = 0) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
     sizes = [(375, 500), (500, 375), (64, 64), (20, 30), (33, 97)]
     return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
-
-
-def _jpeg(rng: np.random.Generator, width: int = 500, height: int = 375) -> bytes:
-    """A photo-like JPEG (quality 90): blurred random shapes plus sensor-like noise."""
-    image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 255, 3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(12):
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        box = [x0, y0, x0 + int(rng.integers(20, 200)), y0 + int(rng.integers(20, 200))]
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.int16) + rng.normal(0, 8, (height, width, 3))
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def _assert_same_features(got: FeatureSet, expected: FeatureSet) -> None:
@@ -165,7 +151,7 @@ def test_draft_decoding_stays_close_on_real_jpegs(encoder, corpus):
     plan, text = encoder.image_plan, encoder.encode_text(corpus.prompts())
     full, drafted = [], []
     for _ in range(12):
-        data = _jpeg(rng)
+        data = photo_jpeg(rng)
         image, original, box = decode_image(data)
         assert box is None and original == (500, 375)
         full.append(plan.pixels(image, original))
@@ -278,7 +264,7 @@ def damaged_source(tmp_path_factory):
     from datasets import Image as ImageFeature
 
     rng = np.random.default_rng(2)
-    rows = [{"bytes": _jpeg(rng, 64, 48), "path": None} for _ in range(12)]
+    rows = [{"bytes": photo_jpeg(rng, 64, 48), "path": None} for _ in range(12)]
     rows[3] = {"bytes": b"this is not an image", "path": None}
     rows[8] = {"bytes": rows[8]["bytes"][:200], "path": None}
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["red", "green", "blue"])})

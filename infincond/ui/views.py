@@ -7,10 +7,8 @@ from __future__ import annotations
 import atexit
 import functools
 import html
-import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,8 @@ from PIL import Image, ImageDraw
 
 from ..analysis import class_examples, class_summary, image_report
 from ..concepts.presence import box_on_image
+from ..errors import StorageError
+from ..storage import atomic_write
 from ..tuning import LogEntry, Preview
 from .workspace import Workspace
 
@@ -155,13 +155,9 @@ def _thumbnail(ws: Workspace, position: int, region: tuple[float, ...], scale: i
     if path.exists():
         return str(path)
     image = _boxed(ws.image_of(position), region, scale)
-    tmp = path.with_name(f".{uuid.uuid4().hex}.png")
-    try:  # written beside, then renamed: a concurrent session never reads half a file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(tmp, format="PNG", compress_level=1)
-        os.replace(tmp, path)
-    except OSError:  # a full or read-only temporary folder: send the image itself
-        tmp.unlink(missing_ok=True)
+    try:  # atomic: a concurrent session never reads half a file
+        atomic_write(path, lambda handle: image.save(handle, format="PNG", compress_level=1), durable=False)
+    except StorageError:  # a full or read-only temporary folder: send the image itself
         return image
     return str(path)
 
