@@ -63,7 +63,9 @@ def configuration(ws: Workspace) -> tuple[str, pd.DataFrame, list]:
             f"**{_pct(accuracy) if accuracy is not None else 'n/a (no labels)'}**")
     table = pd.DataFrame([{"class": r["class"], "images (label)": r["labelled"], "teacher predicts": r["predicted"],
                            "teacher accuracy": _pct(r["accuracy"])} for r in classes])
-    samples = [] if ws.source is None else [(ws.image_of(p), f.class_names[c]) for p, c in class_examples(f)]
+    examples = class_examples(f)
+    images = ws.images_of([p for p, _ in examples]) or []
+    samples = [(image, f.class_names[c]) for image, (_, c) in zip(images, examples, strict=False)]
     return text, table, samples
 
 
@@ -98,7 +100,9 @@ def subset_gallery(ws: Workspace) -> list:
     positions = ws.subset_positions()
     if positions is None or ws.source is None:
         return []
-    return [(ws.image_of(int(p)), f"#{int(ws.features.image_ids[p])}") for p in positions[:24]]
+    positions = positions[:24]
+    return [(image, f"#{int(ws.features.image_ids[p])}") for image, p in zip(ws.images_of(positions), positions,
+                                                                             strict=True)]
 
 
 # -- 3. concept-class heatmap -------------------------------------------------------------------------
@@ -139,25 +143,32 @@ def concept_images(ws: Workspace) -> tuple[str, list]:
     title = f"Where **{_text(ws.session.concepts[k])}** is most present (its best region outlined)"
     if ws.source is None:
         return title + " (these features came without their images)", []
-    items = [(_thumbnail(ws, int(p), tuple(f.region_boxes[f.best_region[p, k]])), f"{f.concept_scores[p, k]:.2f}")
-             for p in ws.concept_images(k)]
-    return title, items
+    positions = ws.concept_images(k)
+    thumbnails = _thumbnails(ws, positions, [tuple(f.region_boxes[f.best_region[p, k]]) for p in positions])
+    return title, [(thumb, f"{f.concept_scores[p, k]:.2f}") for thumb, p in zip(thumbnails, positions, strict=True)]
 
 
-def _thumbnail(ws: Workspace, position: int, region: tuple[float, ...], scale: int = 3) -> str | Image.Image:
-    """The image at ``position`` with ``region`` outlined (:func:`_boxed`), as a PNG file drawn once for every
-    session: Gradio sends a file as it is, where it would encode a PIL image again on every event."""
+def _thumbnails(ws: Workspace, positions, regions: list[tuple[float, ...]], scale: int = 3) -> list:
+    """The images at ``positions``, each with its region outlined (:func:`_boxed`), as PNG files drawn once
+    for every session (Gradio sends a file as it is, where it would encode a PIL image again on every
+    event); the ones not drawn yet are read in one go. A PIL image stands in where no file can be written."""
     fingerprint = ws.features.fingerprint
-    if not fingerprint:
-        return _boxed(ws.image_of(position), region, scale)
-    key = "-".join(f"{v:.5f}" for v in region)
-    path = _thumbnail_folder() / fingerprint / f"{position}-{scale}-{key}.png"
-    if path.exists():
-        return str(path)
-    image = _boxed(ws.image_of(position), region, scale)
-    try:  # atomic: a concurrent session never reads half a file
+    paths = [_thumbnail_folder() / fingerprint / f"{int(p)}-{scale}-{'-'.join(f'{v:.5f}' for v in region)}.png"
+             for p, region in zip(positions, regions, strict=True)]
+    out: list = [str(path) if fingerprint and path.exists() else None for path in paths]
+    missing = [i for i, item in enumerate(out) if item is None]
+    for i, image in zip(missing, ws.images_of([positions[i] for i in missing]), strict=True):
+        boxed = _boxed(image, regions[i], scale)
+        out[i] = _written(paths[i], boxed) if fingerprint else boxed
+    return out
+
+
+def _written(path: Path, image: Image.Image) -> str | Image.Image:
+    """``image`` saved as a PNG at ``path`` (atomically: a concurrent session never reads half a file), or
+    the image itself where the file cannot be written (a full or read-only temporary folder)."""
+    try:
         atomic_write(path, lambda handle: image.save(handle, format="PNG", compress_level=1), durable=False)
-    except StorageError:  # a full or read-only temporary folder: send the image itself
+    except StorageError:
         return image
     return str(path)
 

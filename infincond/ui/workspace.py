@@ -252,12 +252,17 @@ class Workspace:
         group = subsets[check_integer("subset", index, 0, len(subsets) - 1)]
         self.subset = (group["teacher"], group["student"])
 
-    def image_of(self, position: int) -> Image.Image | None:
-        """The dataset image at a FeatureSet position, found by its dataset row (rows whose image could not be
-        read are not in the FeatureSet); None when the features came without their images."""
+    def images_of(self, positions) -> list[Image.Image] | None:
+        """The dataset images at FeatureSet positions, found by their dataset rows (rows whose image could
+        not be read are not in the FeatureSet), in one read; None when the features came without images."""
         if self.source is None:
             return None
-        return self.source.images_at_rows([int(self.features.image_ids[int(position)])])[0]
+        return self.source.images_at_rows([int(self.features.image_ids[int(p)]) for p in positions])
+
+    def image_of(self, position: int) -> Image.Image | None:
+        """The dataset image at a FeatureSet position (see :meth:`images_of`)."""
+        images = self.images_of([position])
+        return None if images is None else images[0]
 
     # -- new concepts, scored without an image pass ----------------------------------------------------
     @property
