@@ -30,13 +30,6 @@ def class_presence(features: FeatureSet, student: LinearStudent) -> np.ndarray:
     return means
 
 
-def concept_influence(features: FeatureSet, student: LinearStudent, presence: np.ndarray | None = None) -> np.ndarray:
-    """Influence (C, K): each concept's mean contribution (weight x standardised presence) to a class's
-    score over the images the teacher assigns to that class; 0 where the class does not use it.
-    ``presence``: :func:`class_presence`, when already known."""
-    return student.weight * (class_presence(features, student) if presence is None else presence)
-
-
 def top_concepts(influence: np.ndarray, n: int = 20, class_id: int | None = None) -> np.ndarray:
     """Indices of the ``n`` concepts with the largest |influence| (on one class, or on any class)."""
     strength = np.abs(influence[class_id]) if class_id is not None else np.abs(influence).max(0)

@@ -12,12 +12,13 @@ import numpy as np
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .hub import endpoint, is_repo_id
+from .student import TAGS as STUDENT_TAGS
 
 if TYPE_CHECKING:
     from .student import ConceptStudent
 
 TEMPLATE = Path(__file__).with_name("model_card_template.md")
-TAGS = ["infincond", "concept-bottleneck", "knowledge-distillation", "interpretability", "image-classification"]
+TAGS = [*STUDENT_TAGS, "image-classification"]
 
 
 class StudentCardData(ModelCardData):

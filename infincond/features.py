@@ -31,7 +31,7 @@ from .concepts.presence import concept_presence
 from .data import ImageSource
 from .errors import ConfigError
 from .extract.runtime import PRECISIONS, Precision, resolve_device, resolve_precision
-from .storage import atomic_write
+from .storage import atomic_write, atomic_write_text
 from .teacher import Teacher
 
 FORMAT_VERSION = 2
@@ -189,7 +189,7 @@ class FeatureSet:
         meta = {"format_version": FORMAT_VERSION, "arrays": present, "concepts": self.concepts,
                 "concept_sources": self.concept_sources, "class_names": self.class_names,
                 "dataset_label_names": self.dataset_label_names, "provenance": self.provenance}
-        atomic_write(folder / "meta.json", lambda f: f.write(json.dumps(meta, indent=1, default=str).encode()))
+        atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1, default=str))
         return folder
 
     @classmethod

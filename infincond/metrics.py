@@ -11,7 +11,7 @@ import numpy as np
 from .linear import log_softmax, softmax
 
 
-def _or_none(value: float) -> float | None:
+def finite_or_none(value: float | None) -> float | None:
     """A JSON-safe number: None where it is NaN or infinite."""
     return float(value) if value is not None and np.isfinite(value) else None
 
@@ -51,11 +51,11 @@ class Metrics:
     def to_dict(self) -> dict:
         """The metrics as JSON-ready values (NaN becomes None): the headline numbers, and per class the
         agreement with the teacher and the accuracy against labels."""
-        return {"fidelity": _or_none(self.fidelity), "kl": _or_none(self.kl), "accuracy": _or_none(self.accuracy),
-                "teacher_accuracy": _or_none(self.teacher_accuracy), "nec": self.nec, "n_images": self.n_images,
+        return {"fidelity": finite_or_none(self.fidelity), "kl": finite_or_none(self.kl), "accuracy": finite_or_none(self.accuracy),
+                "teacher_accuracy": finite_or_none(self.teacher_accuracy), "nec": self.nec, "n_images": self.n_images,
                 "n_labelled": self.n_labelled, "n_disagreements": int(len(self.disagreement_ids)),
-                "per_class": {name: {"agreement": _or_none(self.agreement[c]),
-                                     "accuracy": _or_none(self.class_accuracy[c])}
+                "per_class": {name: {"agreement": finite_or_none(self.agreement[c]),
+                                     "accuracy": finite_or_none(self.class_accuracy[c])}
                               for c, name in enumerate(self.class_names)}}
 
 

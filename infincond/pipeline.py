@@ -63,8 +63,7 @@ def load_inputs(teacher: str, dataset: str | DataConfig, encoder: str,
     (the app's), models and datasets already loaded by another session are shared, not loaded again.
     ``device`` overrides ``extract.device``."""
     data = dataset if isinstance(dataset, DataConfig) else DataConfig(dataset=os.fspath(dataset))
-    extract = replace(extract or ExtractConfig(), **({"device": device} if device is not None else {}))
-    extract.check()
+    extract = replace(extract or ExtractConfig(), **({"device": device} if device is not None else {}))  # checked
     device = processes(extract.device).device  # under `accelerate launch`, this process's own device
     concept_corpus = ConceptCorpus.resolve(corpus)
     with tqdm(total=3, desc="Loading", disable=not progress, leave=False) as steps:

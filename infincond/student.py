@@ -38,7 +38,7 @@ EXTRA_FILES = {"metrics.json": "metrics", "tuning_log.json": "tuning_log"}
 STUDENT_FILES = frozenset({"model.safetensors", "config.json", "README.md", *EXTRA_FILES})
 #: The arrays of model.safetensors (``weight_std`` only for a student fitted with an ensemble).
 ARRAYS = ("weight", "bias", "score_mean", "score_std", "concept_embeddings")
-TAGS = ["infincond", "concept-bottleneck", "knowledge-distillation", "interpretability"]
+TAGS = ("infincond", "concept-bottleneck", "knowledge-distillation", "interpretability")
 
 
 def holds_student(folder: Path) -> bool:
@@ -93,7 +93,7 @@ def _json_safe(name: str, value: object) -> object:
     return value
 
 
-class ConceptStudent(ModelHubMixin, library_name="infincond", pipeline_tag="image-classification", tags=TAGS):
+class ConceptStudent(ModelHubMixin, library_name="infincond", pipeline_tag="image-classification", tags=list(TAGS)):
     """A sparse linear model over concept presence scores, with the concepts' embeddings and a reference to
     the encoder that measures them. Load with ``from_pretrained`` (strict: every array must be there)."""
 

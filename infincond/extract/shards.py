@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage import atomic_write
+from ..storage import atomic_write, atomic_write_text
 
 MANIFEST = "manifest.json"
 
@@ -46,7 +46,7 @@ class ShardStore:
                 shutil.rmtree(folder, ignore_errors=True)
                 folder.mkdir(parents=True, exist_ok=True)
                 manifest = {"identity": identity, "shard_size": int(shard_size)}
-                atomic_write(path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+                atomic_write_text(path, json.dumps(manifest, indent=1))
         return cls(folder, json.loads(path.read_text()))
 
     @property

@@ -15,6 +15,7 @@ import numpy as np
 from ..checks import check_number
 from ..distill import DistillConfig
 from ..errors import ConfigError, ConstraintError
+from ..metrics import finite_or_none
 from ..storage import atomic_write_text
 from .edits import Action
 
@@ -79,9 +80,8 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def bound(value: float) -> float | None:
-    """A constraint end for the log: ``None`` where unbounded (JSON has no infinity)."""
-    return float(value) if np.isfinite(value) else None
+#: A constraint end for the log: ``None`` where unbounded (JSON has no infinity).
+bound = finite_or_none
 
 
 def features_key(features) -> str:
@@ -244,7 +244,7 @@ def export(session, path: str | os.PathLike | None = None) -> dict:
     data = {
         "format": LOG_FORMAT,
         "version": LOG_VERSION,
-        "features": {"key": features_key(session.features), "fingerprint": session.features.fingerprint,
+        "features": {"key": session.features_key, "fingerprint": session.features.fingerprint,
                      "n_images": len(session.features.is_val), "concepts": len(session.concepts),
                      "class_names": session.class_names},
         "initial": {"weight": initial.weight.tolist(), "bias": initial.bias.tolist(),
@@ -253,9 +253,8 @@ def export(session, path: str | os.PathLike | None = None) -> dict:
         "entries": [entry.to_dict() for entry in session.log],
         "final": {"state": session.cursor, "weight": session.state.weight.tolist(), "bias": session.state.bias.tolist()},
     }
-    text = log_text(data)
     if path is not None:
-        atomic_write_text(path, text)
+        atomic_write_text(path, log_text(data))
     return data
 
 

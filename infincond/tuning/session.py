@@ -5,6 +5,7 @@ objective, in which the labels can be blended with the teacher (``label_weight``
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -18,7 +19,7 @@ from ..linear import LinearStudent, standardisation
 from ..metrics import Evaluator, Metrics
 from .edits import DEFAULT_FACTOR, Action, Constrained, Edit, Kind, constrain
 from .history import History, State
-from .log import LogEntry, bound, export, metric_delta, now, replay, rerun
+from .log import LogEntry, bound, export, features_key, metric_delta, now, replay, rerun
 from .names import Names
 
 
@@ -279,6 +280,11 @@ class TuningSession:
         return self._record("jump", {"step": int(step)}, f"jump to step {int(step)}", before)
 
     # -- provenance: export, import, replay ----------------------------------------------------------
+    @functools.cached_property
+    def features_key(self) -> str:
+        """The hash of the features that a log records and a replay checks (once: they never change)."""
+        return features_key(self.features)
+
     def export_log(self, path: str | os.PathLike | None = None) -> dict:
         """The whole log as a JSON-ready dict, with the starting student; written to ``path`` (atomically)
         when given. See :func:`infincond.tuning.log.export`."""
