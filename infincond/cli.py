@@ -32,6 +32,13 @@ def config_option(parser: argparse.ArgumentParser, config: type, name: str, flag
     parser.add_argument(flag or "--" + name.replace("_", "-"), **{**options, **overrides})
 
 
+#: The DataConfig and ExtractConfig fields the data options set (dataset, samples and config_name first:
+#: they have their own flags), each an option named after its field.
+DATA_OPTIONS = ("dataset", "samples", "config_name", "split", "image_column", "label_column", "val_fraction", "seed")
+EXTRACT_OPTIONS = ("template", "region_mode", "batch_size", "num_workers", "device", "precision", "shard_size",
+                   "keep_regions", "draft")
+
+
 def _add_inputs(p: argparse.ArgumentParser) -> None:
     """The options ``extract`` and ``distill`` share: what to extract from and how (one cache key)."""
     from .data import DataConfig
@@ -44,10 +51,9 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extra-concepts", default=None, help="Comma-separated concepts added to the corpus.")
     config_option(p, DataConfig, "samples", help=f"Images to sample, 0 = all (default: {DataConfig.samples}).")
     config_option(p, DataConfig, "config_name", "--config")
-    for name in ("split", "image_column", "label_column", "val_fraction", "seed"):
+    for name in DATA_OPTIONS[3:]:
         config_option(p, DataConfig, name)
-    for name in ("template", "region_mode", "batch_size", "num_workers", "device", "precision", "shard_size",
-                 "keep_regions", "draft"):
+    for name in EXTRACT_OPTIONS:
         config_option(p, ExtractConfig, name)
     p.add_argument("--cache-dir", default=None, help="Feature cache (default $INFINCOND_CACHE or ~/.cache/infincond).")
 
@@ -61,12 +67,8 @@ def _inputs(args: argparse.Namespace):
     corpus = ConceptCorpus.resolve(args.corpus)
     if args.extra_concepts:
         corpus = corpus + ConceptCorpus.from_list(args.extra_concepts.split(","), source="cli")
-    data = DataConfig(dataset=args.dataset, config_name=args.config_name, split=args.split,
-                      image_column=args.image_column, label_column=args.label_column,
-                      samples=args.samples or None, val_fraction=args.val_fraction, seed=args.seed)
-    extract = ExtractConfig(template=args.template, region_mode=args.region_mode, batch_size=args.batch_size,
-                            num_workers=args.num_workers, device=args.device, precision=args.precision,
-                            shard_size=args.shard_size, keep_regions=args.keep_regions, draft=args.draft)
+    data = DataConfig(**{name: getattr(args, name) for name in DATA_OPTIONS} | {"samples": args.samples or None})
+    extract = ExtractConfig(**{name: getattr(args, name) for name in EXTRACT_OPTIONS})
     return data, extract, corpus
 
 

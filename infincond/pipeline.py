@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -50,8 +50,10 @@ class DistillationRun:
     metrics: Metrics
 
 
-def _through(cache: SharedCache | None, kind: str, key, load):
-    return cache.get(kind, key, load) if cache is not None else load()
+def _through(cache: SharedCache | None, kind: str, key: Callable[[], Hashable], load: Callable):
+    """``load()``, through ``cache`` under ``key()`` when there is one (keys can cost: a local folder's
+    content stamp, a fingerprint; without a cache they are not made)."""
+    return cache.get(kind, key(), load) if cache is not None else load()
 
 
 def load_inputs(teacher: str, dataset: str | DataConfig, encoder: str,
@@ -67,14 +69,17 @@ def load_inputs(teacher: str, dataset: str | DataConfig, encoder: str,
     device = processes(extract.device).device  # under `accelerate launch`, this process's own device
     concept_corpus = ConceptCorpus.resolve(corpus)
     with tqdm(total=3, desc="Loading", disable=not progress, leave=False) as steps:
-        data_key = (json.dumps(data.to_dict(), sort_keys=True), ref_key(data.dataset, data.revision))
-        source = _through(cache, "source", data_key, lambda: ImageSource.load(data))
+        source = _through(cache, "source",
+                          lambda: (json.dumps(data.to_dict(), sort_keys=True), ref_key(data.dataset, data.revision)),
+                          lambda: ImageSource.load(data))
         steps.update()
         names = tuple(source.label_names or ())
-        teacher_model = _through(cache, "teacher", (ref_key(teacher), device, names), lambda: Teacher.from_pretrained(
-            teacher, dataset_label_names=source.label_names, device=device))
+        teacher_model = _through(cache, "teacher", lambda: (ref_key(teacher), device, names),
+                                 lambda: Teacher.from_pretrained(teacher, dataset_label_names=source.label_names,
+                                                                 device=device))
         steps.update()
-        concept_encoder = _through(cache, "encoder", (ref_key(encoder), extract.region_mode, extract.grid_size, device),
+        concept_encoder = _through(cache, "encoder",
+                                   lambda: (ref_key(encoder), extract.region_mode, extract.grid_size, device),
                                    lambda: ConceptEncoder.from_pretrained(encoder, region_mode=extract.region_mode,
                                                                           grid_size=extract.grid_size, device=device))
         steps.update()
@@ -92,8 +97,11 @@ def extract_concepts(inputs: Inputs, cache_dir: str | os.PathLike | None = None,
             freeze(*(value for value in vars(features).values() if isinstance(value, np.ndarray)))
         return features
 
-    key = fingerprint(inputs.encoder, inputs.teacher, inputs.source, inputs.corpus, inputs.extract)
-    return _through(cache, "features", (key, os.fspath(cache_dir) if cache_dir else None), load)
+    def key() -> tuple:
+        return (fingerprint(inputs.encoder, inputs.teacher, inputs.source, inputs.corpus, inputs.extract),
+                os.fspath(cache_dir) if cache_dir else None)
+
+    return _through(cache, "features", key, load)
 
 
 def run_distillation(

@@ -164,13 +164,18 @@ class ConceptEncoder(PlannedModel):
 
     # -- images -------------------------------------------------------------------------------
     @property
+    def view_grid(self) -> int:
+        """The side of the grid of crops each image is also seen as: ``grid_size`` in "grid" mode, else 0."""
+        return self.grid_size if self.region_mode == "grid" else 0
+
+    @property
     def views_per_image(self) -> int:
         """Inputs per image the regions come from: the image, plus the grid crops in "grid" mode."""
-        return 1 + self.grid_size**2 if self.region_mode == "grid" else 1
+        return 1 + self.view_grid**2
 
     def views(self, image: Image.Image) -> list[Image.Image]:
         """The inputs of one image (see :func:`image_views`)."""
-        return image_views(image, self.grid_size if self.region_mode == "grid" else 0)
+        return image_views(image, self.view_grid)
 
     @property
     def region_boxes(self) -> np.ndarray:

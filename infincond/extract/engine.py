@@ -119,7 +119,7 @@ def _compute(store: ShardStore, todo: list[int], source: ImageSource, teacher: T
         return
     device = run["device"]
     inputs = [ModelInput(teacher.image_plan),
-              ModelInput(encoder.image_plan, encoder.grid_size if encoder.region_mode == "grid" else 0)]
+              ModelInput(encoder.image_plan, encoder.view_grid)]
     dataset = ImageBatches(source, batches, inputs, draft=config.draft)
     loader = make_loader(dataset, min(run["num_workers"], len(batches)), pin_memory=device.type == "cuda")
     columns = _columns(meta, keep_regions)
