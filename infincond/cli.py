@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
@@ -82,12 +81,13 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from .extract.runtime import processes
     from .pipeline import extract_concepts, load_inputs
 
     data, extract, corpus = _inputs(args)
     inputs = load_inputs(args.teacher, data, args.encoder, corpus, extract=extract)
     features = extract_concepts(inputs, args.cache_dir)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if processes(extract.device).is_main:  # the state load_inputs set up: one report, from the main process
         failed = features.provenance.get("n_failed", 0)
         regions = "kept" if features.region_embeddings is not None else "not kept"
         print(f"Features: {len(features.image_ids)} images x {features.num_concepts} concepts, "
