@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -218,10 +218,10 @@ def validate_log(data: object) -> None:
     if (std <= 0).any():
         raise ConfigError("The tuning log is invalid: initial.score_std must be positive.")
     config = _get(initial, "config", "initial")
-    if not isinstance(config, dict) or set(config) - {f.name for f in fields(DistillConfig)}:
+    if not isinstance(config, dict):
         raise _where("initial.config", config, "the settings of a DistillConfig")
     try:
-        DistillConfig(**config)
+        DistillConfig.from_dict(config)
     except (TypeError, ConfigError) as err:
         raise ConfigError(f"The tuning log is invalid: initial.config: {err}") from err
     entries = _get(data, "entries", "")
