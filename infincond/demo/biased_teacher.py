@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .parallel import GLOBAL_RNG_LOCK, SAVE_LOCK
+from .parallel import save_pretrained, seeded
 from .scenes import SHAPES
 
 
@@ -45,6 +45,12 @@ def pixel_affine(image_processor) -> tuple[torch.Tensor, torch.Tensor]:
     return (white - black).view(1, 3, 1, 1), black.view(1, 3, 1, 1)
 
 
+def model_input(uint8: torch.Tensor, scale, offset) -> torch.Tensor:
+    """(B, 3, S, S) uint8 -> a model's pixel values (:func:`pixel_affine`), channels-last (convolutions'
+    fastest layout on CPU)."""
+    return (uint8.float() / 255.0 * scale + offset).contiguous(memory_format=torch.channels_last)
+
+
 def images_to_uint8(images) -> torch.Tensor:
     """PIL RGB images of one size as a uint8 tensor (N, 3, H, W)."""
     return torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2).contiguous()
@@ -65,8 +71,7 @@ def build_teacher(image_size: int, config: TeacherTrainConfig, seed: int):
     model_config = ResNetConfig(embedding_size=config.hidden_sizes[0], hidden_sizes=list(config.hidden_sizes),
                                 depths=[1] * len(config.hidden_sizes), layer_type="basic",
                                 downsample_in_first_stage=False, **labels)
-    with GLOBAL_RNG_LOCK:  # the initial weights come from torch's global generator
-        torch.manual_seed(seed)
+    with seeded(seed):  # the initial weights come from torch's global generator
         model = AutoModelForImageClassification.from_config(model_config)
     processor = ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0)
     return model, processor
@@ -90,12 +95,12 @@ def train_teacher(folder: str | os.PathLike, train_images, train_labels: np.ndar
     rng = np.random.default_rng([seed, 11])
     model.train()
     losses = []
-    if report is not None:
-        report(0, steps)
+    report = report or (lambda done, total: None)
+    report(0, steps)
     bar = tqdm(range(steps), desc="Training teacher", disable=not progress)
     for _ in bar:
         idx = torch.from_numpy(rng.choice(n, min(config.batch_size, n), replace=False))
-        batch = (pixels[idx].float() / 255.0 * scale + offset).contiguous(memory_format=torch.channels_last)
+        batch = model_input(pixels[idx], scale, offset)
         if rng.random() < 0.5:
             batch = batch.flip(-1)
         loss = F.cross_entropy(model(pixel_values=batch).logits, labels[idx])
@@ -105,12 +110,9 @@ def train_teacher(folder: str | os.PathLike, train_images, train_labels: np.ndar
         schedule.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if report is not None:
-            report(len(losses), steps)
+        report(len(losses), steps)
     model.eval()
     model.to(memory_format=torch.contiguous_format)
     folder = Path(folder)
-    with SAVE_LOCK:
-        model.save_pretrained(folder)
-        processor.save_pretrained(folder)
+    save_pretrained(folder, model, processor)
     return {"seconds": time.perf_counter() - start, "steps": steps, "final_loss": float(np.mean(losses[-20:]))}

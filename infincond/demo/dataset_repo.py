@@ -49,13 +49,11 @@ def _png(image: Image.Image) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def split_dataset(scenes: Sequence[tuple[Scene, int]], image_size: int = 64, images: Sequence[Image.Image] | None = None):
-    """A ``datasets.Dataset`` of rendered scenes: ``image``, ``label`` (the shape) and the attributes.
-    ``images``: the scenes already rendered (else they are rendered here)."""
+def split_dataset(scenes: Sequence[tuple[Scene, int]], images: Sequence[Image.Image]):
+    """A ``datasets.Dataset`` of rendered scenes (``images``, in order): ``image``, ``label`` (the shape)
+    and the attributes."""
     from datasets import Dataset
 
-    if images is None:
-        images, _ = render_many(scenes, image_size)
     rows = [scene for scene, _ in scenes]
     columns = {
         "image": [_png(image) for image in images],
@@ -87,17 +85,16 @@ def write_dataset_repo(folder: str | os.PathLike, config: SceneConfig, seed: int
     folder = Path(folder)
     (folder / "data").mkdir(parents=True, exist_ok=True)
     total, done = sum(config.split_sizes[split] for split in SPLITS), 0
-    if report is not None:
-        report(0, total)
+    report = report or (lambda done, total: None)
+    report(0, total)
     for split in tqdm(SPLITS, desc="Dataset splits", disable=not progress):
         scenes = sample_split(split, config.split_sizes[split], config, seed)
         images: list[Image.Image] = []
         for start in range(0, len(scenes), chunk):
             images += render_many(scenes[start: start + chunk], config.image_size)[0]
             done += len(scenes[start: start + chunk])
-            if report is not None:
-                report(done, total)
-        dataset = split_dataset(scenes, config.image_size, images)
+            report(done, total)
+        dataset = split_dataset(scenes, images)
         dataset.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
         if on_split is not None:
             on_split(split, (scenes, images))

@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 
 from ..concepts.corpus import DEFAULT_TEMPLATE
 from ..concepts.encoder import align_feature_side, align_region_embeddings
-from .biased_teacher import cosine_schedule, images_to_uint8, pixel_affine
-from .parallel import GLOBAL_RNG_LOCK, SAVE_LOCK, Shards, intra_op_threads, split_evenly, sum_gradients
+from .biased_teacher import cosine_schedule, images_to_uint8, model_input, pixel_affine
+from .parallel import Shards, intra_op_threads, save_pretrained, seeded, split_evenly, sum_gradients
 from .scenes import VOCABULARY, SceneConfig, caption, random_scenes, render_many
 
 TEMPLATE = DEFAULT_TEMPLATE  # trained on exactly the prompts the product extracts with
@@ -111,8 +111,7 @@ def build_dual_encoder(image_size: int, config: EncoderTrainConfig, seed: int):
             "num_attention_heads": config.heads, "intermediate_size": 4 * h, "max_position_embeddings": 32,
             "pad_token_id": tokenizer.pad_token_id, "hidden_dropout_prob": config.text_dropout,
             "attention_probs_dropout_prob": config.text_dropout}
-    with GLOBAL_RNG_LOCK:  # the initial weights come from torch's global generator
-        torch.manual_seed(seed)
+    with seeded(seed):  # the initial weights come from torch's global generator
         model = AlignModel(AlignConfig(text_config=text, vision_config=vision, projection_dim=embed_dim,
                                        temperature_init_value=0.07))
     image_processor = EfficientNetImageProcessor(size={"height": image_size, "width": image_size},
@@ -209,11 +208,6 @@ def _merge_buffers(replicas: Sequence[torch.nn.Module]) -> None:
                 buffer.copy_(total / len(replicas))
 
 
-def _report(report: Callable[[str, int, int], None] | None, stage: str, done: int, total: int) -> None:
-    if report is not None:
-        report(stage, done, total)
-
-
 def train_dual_encoder(folder: str | os.PathLike, scene_config: SceneConfig, config: EncoderTrainConfig,
                        seed: int, progress: bool = True, *,
                        report: Callable[[str, int, int], None] | None = None) -> dict:
@@ -224,7 +218,8 @@ def train_dual_encoder(folder: str | os.PathLike, scene_config: SceneConfig, con
     Each step's batch is computed as ``config.shards`` shards side by side, each with the calling
     thread's intra-op threads divided among the shards."""
     with intra_op_threads(max(1, torch.get_num_threads() // config.shards)), Shards(config.shards) as shards:
-        return _train_dual_encoder(folder, scene_config, config, seed, progress, report, shards)
+        return _train_dual_encoder(folder, scene_config, config, seed, progress,
+                                   report or (lambda stage, done, total: None), shards)
 
 
 #: The stages of :func:`train_dual_encoder`, as ``report`` names them.
@@ -247,12 +242,12 @@ class _Pool:
 
     def model_input(self, uint8: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) uint8 -> the model's pixel values, channels-last (convolutions' fastest CPU layout)."""
-        return (uint8.float() / 255.0 * self.scale + self.offset).contiguous(memory_format=torch.channels_last)
+        return model_input(uint8, self.scale, self.offset)
 
 
 def _render_pool(model, processor, scene_config: SceneConfig, config: EncoderTrainConfig, seed: int,
                  progress: bool, report) -> _Pool:
-    _report(report, STAGES[0], 0, config.pool_size)
+    report(STAGES[0], 0, config.pool_size)
     scenes = random_scenes(config.pool_size, scene_config, seed, stream=100)
     images, masks = [], []
     chunk = 256
@@ -260,7 +255,7 @@ def _render_pool(model, processor, scene_config: SceneConfig, config: EncoderTra
         part_images, part_masks = render_many(scenes[i: i + chunk], scene_config.image_size)
         images += part_images
         masks.append(part_masks)
-        _report(report, STAGES[0], min(i + chunk, len(scenes)), len(scenes))
+        report(STAGES[0], min(i + chunk, len(scenes)), len(scenes))
     pixels = images_to_uint8(images)
     del images
     scale, offset = pixel_affine(processor.image_processor)
@@ -308,7 +303,7 @@ def _train_image_tower(model, directions: torch.nn.Parameter, pool: _Pool, confi
                                     allow_unused=True)
         return list(grads), share * loss_global.item(), share * loss_cells.item()
 
-    _report(report, STAGES[1], 0, config.image_steps)
+    report(STAGES[1], 0, config.image_steps)
     bar = tqdm(range(config.image_steps), desc="Image tower", disable=not progress)
     for step in bar:
         idx = torch.from_numpy(rng.choice(len(pool.scenes), config.batch_size, replace=False))
@@ -319,7 +314,7 @@ def _train_image_tower(model, directions: torch.nn.Parameter, pool: _Pool, confi
         schedule.step()
         losses.append((sum(r[1] for r in results), sum(r[2] for r in results)))
         bar.set_postfix(attributes=f"{losses[-1][0]:.3f}", regions=f"{losses[-1][1]:.3f}")
-        _report(report, STAGES[1], step + 1, config.image_steps)
+        report(STAGES[1], step + 1, config.image_steps)
     optimizer.zero_grad(set_to_none=True)
     _merge_buffers(towers)
     return losses
@@ -333,7 +328,7 @@ def _embed_pool(model, pool: _Pool, shards: Shards, report) -> tuple[torch.Tenso
         parameter.requires_grad_(False)
     n = len(pool.scenes)
     starts = list(range(0, n, 256))
-    _report(report, STAGES[2], 0, n)
+    report(STAGES[2], 0, n)
 
     def embed_shard(k: int) -> list[torch.Tensor]:
         out = []
@@ -341,11 +336,11 @@ def _embed_pool(model, pool: _Pool, shards: Shards, report) -> tuple[torch.Tenso
             for j, i in enumerate(starts[split_evenly(len(starts), shards.n)[k]]):
                 out.append(align_region_embeddings(model, pool.model_input(pool.pixels[i: i + 256])))
                 if k == 0:
-                    _report(report, STAGES[2], min(n, (j + 1) * shards.n * 256), n)
+                    report(STAGES[2], min(n, (j + 1) * shards.n * 256), n)
         return out
 
     embedded = [e for part in shards.map(embed_shard) for e in part]
-    _report(report, STAGES[2], n, n)
+    report(STAGES[2], n, n)
     image_emb = torch.cat([e[:, 0] for e in embedded]).clone()
     cell_emb = torch.cat([e[:, 1:] for e in embedded]).half()
     model.vision_model.to(memory_format=torch.contiguous_format)
@@ -400,7 +395,7 @@ def _train_text_tower(model, tokenizer, directions: torch.Tensor, pool: _Pool, i
     def text_backward(k: int, outputs: list, grads: list) -> list:
         return list(torch.autograd.grad(outputs[k], text_params, grads[k], allow_unused=True))
 
-    _report(report, STAGES[3], 0, config.text_steps)
+    report(STAGES[3], 0, config.text_steps)
     bar = tqdm(range(config.text_steps), desc="Text tower", disable=not progress)
     for step in bar:
         idx = torch.from_numpy(rng.choice(len(pool.scenes), config.text_batch_size, replace=False))
@@ -428,7 +423,7 @@ def _train_text_tower(model, tokenizer, directions: torch.Tensor, pool: _Pool, i
         schedule.step()
         losses.append(parts_of_loss)
         bar.set_postfix(captions=f"{losses[-1][0]:.2f}", prompts=f"{losses[-1][1]:.2f}")
-        _report(report, STAGES[3], step + 1, config.text_steps)
+        report(STAGES[3], step + 1, config.text_steps)
     return losses
 
 
@@ -458,9 +453,7 @@ def _train_dual_encoder(folder, scene_config: SceneConfig, config: EncoderTrainC
         parameter.requires_grad_(True)
         parameter.grad = None
     folder = Path(folder)
-    with SAVE_LOCK:
-        model.save_pretrained(folder)
-        processor.save_pretrained(folder)
+    save_pretrained(folder, model, processor)
     image_last, text_last = np.mean(image_losses[-20:], axis=0), np.mean(text_losses[-20:], axis=0)
     return {
         "seconds": round(time.perf_counter() - start, 1),

@@ -23,11 +23,27 @@ T = TypeVar("T")
 
 #: Guards torch's global random generator: building a model seeds it and draws its initial weights,
 #: which must not interleave with another thread doing the same.
-GLOBAL_RNG_LOCK = threading.RLock()
+GLOBAL_RNG_LOCK = threading.Lock()
 
 #: Serialises saving models: a first ``save_pretrained`` imports modules lazily, and two threads importing
 #: the same package for the first time at once can meet a half-initialised module.
 SAVE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Torch's global generator seeded with ``seed`` and held by this thread for the block (a model's
+    initial weights drawn there are the same whatever other threads do)."""
+    with GLOBAL_RNG_LOCK:
+        torch.manual_seed(seed)
+        yield
+
+
+def save_pretrained(folder, *parts) -> None:
+    """``part.save_pretrained(folder)`` for a model and its processor, one thread at a time."""
+    with SAVE_LOCK:
+        for part in parts:
+            part.save_pretrained(folder)
 
 
 @contextlib.contextmanager
