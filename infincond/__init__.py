@@ -6,6 +6,7 @@ Example::
     print(run.metrics.to_dict())
 """
 
+from .audit import AuditReport, Finding
 from .concepts import ConceptCorpus, ConceptEncoder, concept_presence
 from .data import DataConfig, ImageSource, load_image_source
 from .distill import Constraints, ConvergenceWarning, DistillConfig, distill, fit
@@ -19,6 +20,7 @@ from .errors import (
     StorageError,
 )
 from .features import ExtractConfig, FeatureSet, extract_features
+from .groups import Groups, groups_for
 from .linear import Contribution, LinearStudent
 from .metrics import Metrics, evaluate, evaluate_student
 from .pipeline import DistillationRun, run_distillation
@@ -29,6 +31,7 @@ from .tuning import Edit, LogEntry, Preview, TuningSession
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditReport", "Finding", "Groups", "groups_for",
     "ColumnDetectionError", "ConceptCorpus", "ConceptEncoder", "ConceptStudent", "ConfigError", "ConstraintError",
     "Constraints", "Contribution", "ConvergenceWarning", "DataConfig", "DistillConfig", "DistillationRun", "Edit",
     "ExtractConfig", "FeatureSet", "HubError", "ImageSource", "InfinconError", "LinearStudent", "LoadError", "LogEntry",

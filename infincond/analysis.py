@@ -18,16 +18,39 @@ from .metrics import Metrics, evaluate_student
 def class_presence(features: FeatureSet, student: LinearStudent) -> np.ndarray:
     """Mean standardised presence (C, K) of each concept over the images the teacher assigns to each class
     (0 for a class it never predicts). It depends on the features and the standardisation only, so it is
-    the same for every student of one distillation: compute it once."""
+    the same for every student of one distillation: compute it once. A concept's influence on a class is
+    the class's weight on it times this (:func:`influence`)."""
     predicted = features.teacher_logits.argmax(1)
-    c = features.teacher_logits.shape[1]
     order = np.argsort(predicted, kind="stable")
-    classes, starts, counts = np.unique(predicted[order], return_index=True, return_counts=True)
-    means = np.zeros((c, features.concept_scores.shape[1]), dtype=np.float32)
-    if len(order):  # rows grouped by class, each group summed in one pass
-        sums = np.add.reduceat(student.standardise(features.concept_scores[order]), starts, axis=0, dtype=np.float64)
-        means[classes] = sums / counts[:, None]
+    return mean_by_class(student.standardise(features.concept_scores[order]), predicted[order],
+                         features.teacher_logits.shape[1])
+
+
+def mean_by_class(standardised: np.ndarray, classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """The mean row (C, K) float32 of ``standardised`` (N, K) per class of ``classes`` (N,) (0 for a class
+    without rows): rows sorted by class are summed in one pass of ``reduceat`` (float64), others through a
+    one-hot product (float32, no copy of the rows)."""
+    classes = np.asarray(classes)
+    means = np.zeros((num_classes, standardised.shape[1]), dtype=np.float32)
+    if not len(classes):
+        return means
+    if np.any(np.diff(classes) < 0):
+        onehot = np.zeros((num_classes, len(classes)), dtype=np.float32)
+        onehot[classes, np.arange(len(classes))] = 1.0
+        counts = onehot.sum(1)
+        np.divide(onehot @ np.asarray(standardised, dtype=np.float32), counts[:, None], out=means,
+                  where=counts[:, None] > 0)
+        return means
+    present, starts, counts = np.unique(classes, return_index=True, return_counts=True)
+    sums = np.add.reduceat(standardised, starts, axis=0, dtype=np.float64)
+    means[present] = sums / counts[:, None]
     return means
+
+
+def influence(weight: np.ndarray, presence: np.ndarray) -> np.ndarray:
+    """Influence (C, K) of each concept on each class: the class's weight on it (C, K) times its mean
+    standardised presence on the class's images (C, K), from :func:`class_presence`."""
+    return weight * presence
 
 
 def top_concepts(influence: np.ndarray, n: int = 20, class_id: int | None = None) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .hub import endpoint, is_repo_id
+from .metrics import percent
 from .student import TAGS as STUDENT_TAGS
 
 if TYPE_CHECKING:
@@ -41,10 +42,6 @@ def _link(ref: str | None, kind: str = "") -> str:
     return f"[`{ref}`]({endpoint()}/{kind}{ref})" if is_repo_id(ref) else f"`{ref}` (a local folder)"
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}%"
-
-
 def _eval_results(metrics: dict, dataset: dict, model_name: str) -> list[EvalResult]:
     """Fidelity and accuracy as ``model-index`` entries, on the dataset and split they were measured on."""
     ref = dataset.get("dataset")
@@ -58,6 +55,11 @@ def _eval_results(metrics: dict, dataset: dict, model_name: str) -> list[EvalRes
     if metrics.get("accuracy") is not None:
         results.append(EvalResult(**common, metric_type="accuracy", metric_name="Accuracy (against labels)",
                                   metric_value=round(float(metrics["accuracy"]), 4)))
+    groups = metrics.get("groups") or {}
+    if groups.get("worst_group_accuracy") is not None:
+        results.append(EvalResult(**common, metric_type="worst_group_accuracy",
+                                  metric_name=f"Worst-group accuracy (class x {groups['attribute']})",
+                                  metric_value=round(float(groups["worst_group_accuracy"]), 4)))
     return results
 
 
@@ -81,7 +83,7 @@ def _edits(student: ConceptStudent) -> list[str]:
         after, before = e.get("metrics_after") or {}, e.get("metrics_before") or {}
         delta = ""
         if after.get("fidelity") is not None and before.get("fidelity") is not None:
-            delta = f" (fidelity {_pct(before['fidelity'])} → {_pct(after['fidelity'])})"
+            delta = f" (fidelity {percent(before['fidelity'])} → {percent(after['fidelity'])})"
         lines.append(f"{e.get('step', len(lines) + 1)}. {e.get('summary', e.get('action'))}{delta}")
     return lines
 
@@ -94,10 +96,15 @@ def card_data(student: ConceptStudent, repo_id: str | None = None) -> StudentCar
     name = (repo_id or "infincond-student").split("/")[-1]
     split = " / ".join(str(v) for v in (dataset.get("config_name"), dataset.get("split")) if v)
     sample = f"{dataset.get('n_images', '?')} images ({dataset.get('n_val', '?')} held out for validation)"
-    results = [("Fidelity (agreement with the teacher)", _pct(metrics.get("fidelity"))),
-               ("Student accuracy (against labels)", _pct(metrics.get("accuracy"))),
-               ("Teacher accuracy", _pct(metrics.get("teacher_accuracy"))),
+    results = [("Fidelity (agreement with the teacher)", percent(metrics.get("fidelity"))),
+               ("Student accuracy (against labels)", percent(metrics.get("accuracy"))),
+               ("Teacher accuracy", percent(metrics.get("teacher_accuracy"))),
                ("Effective concepts per class (NEC)", f"{metrics['nec']:.1f}" if metrics.get("nec") is not None else "n/a")]
+    groups = metrics.get("groups") or {}
+    if groups.get("worst_group") is not None:
+        results.append((f"Worst-group accuracy (class x {groups['attribute']})",
+                        f"{percent(groups['worst_group_accuracy'])} ({groups['worst_group']}; the teacher's: "
+                        f"{percent(groups['teacher_worst_group_accuracy'])}, {groups['teacher_worst_group']})"))
     content = {
         "model_name": name, "repo_id": repo_id or "path/to/student", "n_concepts": len(student.concepts),
         "teacher": _link(teacher), "encoder": _link(encoder),
@@ -107,7 +114,7 @@ def card_data(student: ConceptStudent, repo_id: str | None = None) -> StudentCar
                   f"{config.label_weight:g}",
         "results": results if metrics else [], "n_images": metrics.get("n_images", "?"),
         "evaluated_on": prov.get("evaluated_on", "held-out validation images of the sample"),
-        "per_class": [{"name": c, "agreement": _pct(v.get("agreement")), "accuracy": _pct(v.get("accuracy"))}
+        "per_class": [{"name": c, "agreement": percent(v.get("agreement")), "accuracy": percent(v.get("accuracy"))}
                       for c, v in (metrics.get("per_class") or {}).items()],
         "top_concepts": top_concepts(student), "has_spread": student.linear.weight_std is not None,
         "edits": _edits(student), "has_log": student.tuning_log is not None,

@@ -1,4 +1,4 @@
-"""Command line: ``infincond extract | distill | example | demo | push | space deploy`` (``infincond -h``)."""
+"""Command line: ``infincond extract | distill | audit | example | demo | push | space deploy`` (``infincond -h``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from types import UnionType
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import InfinconError
+from .metrics import percent
 
 
 def config_option(parser: argparse.ArgumentParser, config: type, name: str, flag: str | None = None,
@@ -105,7 +106,26 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
                                                 "student's).")
     for name in ("nec", "method", "temperature", "ensemble"):
         config_option(p, DistillConfig, name)
+    _add_group_column(p)
     p.set_defaults(func=_distill)
+
+
+def _add_group_column(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group-column", default=None,
+                   help="A categorical dataset column (e.g. background), or concept:<name>: accuracy per group "
+                        "of class x its values (or the concept present / absent), and the worst group's.")
+
+
+def _print_groups(m: dict, indent: str = "  ") -> None:
+    """The worst group and every group's accuracy, teacher beside student, from a metrics dict."""
+    groups = m.get("groups")
+    if not groups:
+        return
+    print(f"{indent}worst group       {percent(groups['worst_group_accuracy'])}  ({groups['worst_group']}; the "
+          f"teacher's: {groups['teacher_worst_group']} {percent(groups['teacher_worst_group_accuracy'])})")
+    print(f"{indent}per group of class x {groups['attribute']} (images, teacher, student):")
+    for name, g in groups["per_group"].items():
+        print(f"{indent}  {name:<28} {g['n']:>6}  {percent(g['teacher_accuracy'], 6)}  {percent(g['accuracy'], 6)}")
 
 
 def _distill(args: argparse.Namespace) -> int:
@@ -120,19 +140,79 @@ def _distill(args: argparse.Namespace) -> int:
     config = DistillConfig(method=args.method, nec=args.nec, temperature=args.temperature, ensemble=args.ensemble,
                            seed=args.seed)
     run = run_distillation(args.teacher, data, args.encoder, corpus, extract=extract, distill_config=config,
-                           cache_dir=args.cache_dir)
+                           cache_dir=args.cache_dir, group_column=args.group_column)
     out = Path(args.out)
     run.student.save_pretrained(out)
     m = run.metrics.to_dict()  # saved beside the weights as metrics.json, and in the model card
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     print(f"\nValidation ({m['n_images']} images, {m['n_labelled']} labelled):")
-    print(f"  fidelity          {pct(m['fidelity'])}")
+    print(f"  fidelity          {percent(m['fidelity'])}")
     print(f"  KL to teacher     {m['kl']:.4f}")
-    print(f"  student accuracy  {pct(m['accuracy'])}")
-    print(f"  teacher accuracy  {pct(m['teacher_accuracy'])}")
+    print(f"  student accuracy  {percent(m['accuracy'])}")
+    print(f"  teacher accuracy  {percent(m['teacher_accuracy'])}")
     print(f"  NEC per class     {m['nec']:.1f}  (max {int(run.metrics.nec_per_class.max())})")
     print(f"  disagreements     {m['n_disagreements']}")
+    _print_groups(m)
     print(f"Student written to {out}")
+    return 0
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    from .distill import DistillConfig
+
+    p = sub.add_parser("audit", help="Find the concepts the teacher relies on beyond the label (its shortcuts).",
+                       description="Distil a student (cached features), then rank, per class, the concepts the "
+                                   "teacher's belief moves with beyond the label, on the validation rows or on "
+                                   "another labelled split; each with the group of images it hurts.")
+    _add_inputs(p)
+    config_option(p, DistillConfig, "nec")
+    p.add_argument("--audit-split", default=None, help="Audit on every image of this labelled split (e.g. a "
+                                                       "balanced test split) instead of the validation rows.")
+    _add_group_column(p)
+    p.add_argument("--top", type=int, default=20, help="Findings to print (default: 20).")
+    p.add_argument("--json", default=None, help="Write every finding, best first, to this JSON file.")
+    p.set_defaults(func=_audit)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from .audit import audit
+    from .distill import DistillConfig, distill
+    from .groups import groups_for
+    from .metrics import evaluate_student
+    from .pipeline import extract_concepts, load_inputs, on_split
+    from .storage import atomic_write_text
+
+    data, extract, corpus = _inputs(args)
+    inputs = load_inputs(args.teacher, data, args.encoder, corpus, extract=extract)
+    features = extract_concepts(inputs, args.cache_dir)
+    audited_inputs = on_split(inputs, args.audit_split) if args.audit_split else inputs  # checked before distilling
+    audited = extract_concepts(audited_inputs, args.cache_dir) if args.audit_split else features
+    groups = groups_for(audited, audited_inputs.source, args.group_column)
+    student = distill(features, DistillConfig(nec=args.nec, seed=args.seed))
+    rows = np.ones(len(audited.is_val), dtype=bool) if args.audit_split else None
+    report = audit(audited, student, rows)
+    where = f"split {args.audit_split!r}" if args.audit_split else "the validation rows"
+    print(f"\nShortcut audit on {where} ({report.n_images} images; {report.seconds:.2f} s). {report.note}")
+    print(f"{'#':>3}  {'class':<14} {'concept':<22} {'score':>6}  teacher with / without  student with / without"
+          "  hurt group (images, teacher, student)")
+    for i, f in enumerate(report.findings[: args.top], start=1):
+        proxies = f"  [tracked by {', '.join(f.proxies[:4])}{' ...' if len(f.proxies) > 4 else ''}]" if f.proxies else ""
+        print(f"{i:>3}  {f.class_name:<14} {f.concept:<22} {f.score:6.2f}  {percent(f.teacher_accuracy_with, 7)} / "
+              f"{percent(f.teacher_accuracy_without, 7)}        {percent(f.student_accuracy_with, 7)} / "
+              f"{percent(f.student_accuracy_without, 7)}   {f.hurt_group} ({f.hurt_n}, "
+              f"{percent(f.hurt_teacher_accuracy)}, {percent(f.hurt_student_accuracy)}){proxies}")
+    if groups is None and report.findings:  # no column named: class x the top finding's concept, present or absent
+        groups = groups_for(audited, audited_inputs.source, f"concept:{report.findings[0].concept}")
+    if groups is not None:
+        rows_evaluated = "all" if args.audit_split else "val"
+        print(f"\nOn {where}:")
+        _print_groups(evaluate_student(audited, student, rows_evaluated, groups).to_dict())
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=1))
+        print(f"Findings written to {args.json}")
     return 0
 
 
@@ -253,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_extract(sub)
     _add_distill(sub)
+    _add_audit(sub)
     _add_example(sub)
     _add_demo(sub)
     _add_push(sub)

@@ -91,8 +91,10 @@ class LinearStudent:
                          weight_std=None if self.weight_std is None else np.pad(self.weight_std, pad))
 
     def standardise(self, concept_scores: np.ndarray) -> np.ndarray:
-        """(scores - score_mean) / score_std, (N, K) float32."""
-        return ((np.asarray(concept_scores, dtype=np.float32) - self.score_mean) / self.score_std).astype(np.float32)
+        """(scores - score_mean) / score_std, (N, K) float32 (one new array, computed in place)."""
+        out = np.subtract(concept_scores, self.score_mean, dtype=np.float32)
+        out /= self.score_std
+        return out
 
     def logits(self, concept_scores: np.ndarray) -> np.ndarray:
         """Student logits (N, C) float32 for concept scores (N, K)."""

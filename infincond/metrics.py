@@ -8,12 +8,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .groups import Groups
 from .linear import log_softmax, softmax
 
 
 def finite_or_none(value: float | None) -> float | None:
     """A JSON-safe number: None where it is NaN or infinite."""
     return float(value) if value is not None and np.isfinite(value) else None
+
+
+def percent(value: float | None, width: int = 0) -> str:
+    """A share as people read it, "93.5%" (right-aligned in ``width`` characters); "n/a" for None or NaN."""
+    text = "n/a" if finite_or_none(value) is None else f"{100 * float(value):.1f}%"
+    return text.rjust(width)
 
 
 @dataclass
@@ -27,6 +34,9 @@ class Metrics:
     ``class_accuracy`` / ``teacher_class_accuracy`` against labels (NaN where a class has no labelled
     image). confusion (C, C): rows = teacher prediction, columns = student prediction.
     disagreement_ids: image ids where the two predictions differ. nec_per_class (C,) effective concepts.
+    With :class:`~infincond.groups.Groups` (class x an attribute): ``group_names`` (G,), ``group_size``
+    (G,), ``group_accuracy`` / ``teacher_group_accuracy`` (G,) (NaN for a group without images here), and
+    the worst group of each (:attr:`worst_group`, :attr:`teacher_worst_group`).
     """
 
     n_images: int
@@ -43,10 +53,46 @@ class Metrics:
     confusion: np.ndarray
     disagreement_ids: np.ndarray
     nec_per_class: np.ndarray
+    group_attribute: str | None = None
+    group_names: tuple[str, ...] = ()
+    group_size: np.ndarray | None = None
+    group_accuracy: np.ndarray | None = None
+    teacher_group_accuracy: np.ndarray | None = None
 
     @property
     def nec(self) -> float:
         return float(np.mean(self.nec_per_class))
+
+    @staticmethod
+    def _worst(accuracy: np.ndarray | None, names: tuple[str, ...]) -> tuple[str, float] | None:
+        if accuracy is None or not np.isfinite(accuracy).any():
+            return None
+        g = int(np.nanargmin(accuracy))
+        return names[g], float(accuracy[g])
+
+    @property
+    def worst_group(self) -> tuple[str, float] | None:
+        """The student's worst group and its accuracy (None without groups)."""
+        return self._worst(self.group_accuracy, self.group_names)
+
+    @property
+    def teacher_worst_group(self) -> tuple[str, float] | None:
+        """The teacher's worst group and its accuracy (None without groups)."""
+        return self._worst(self.teacher_group_accuracy, self.group_names)
+
+    def groups_dict(self) -> dict | None:
+        """The groups' figures, JSON-ready: the attribute, the worst group of student and teacher, and per
+        group its size and both accuracies; None without groups."""
+        if self.group_accuracy is None:
+            return None
+        worst, teacher_worst = self.worst_group, self.teacher_worst_group
+        return {"attribute": self.group_attribute,
+                "worst_group": worst[0] if worst else None, "worst_group_accuracy": worst[1] if worst else None,
+                "teacher_worst_group": teacher_worst[0] if teacher_worst else None,
+                "teacher_worst_group_accuracy": teacher_worst[1] if teacher_worst else None,
+                "per_group": {name: {"n": int(self.group_size[g]), "accuracy": finite_or_none(self.group_accuracy[g]),
+                                     "teacher_accuracy": finite_or_none(self.teacher_group_accuracy[g])}
+                              for g, name in enumerate(self.group_names)}}
 
     def to_dict(self) -> dict:
         """The metrics as JSON-ready values (NaN becomes None): the headline numbers, and per class the
@@ -56,7 +102,8 @@ class Metrics:
                 "n_labelled": self.n_labelled, "n_disagreements": int(len(self.disagreement_ids)),
                 "per_class": {name: {"agreement": finite_or_none(self.agreement[c]),
                                      "accuracy": finite_or_none(self.class_accuracy[c])}
-                              for c, name in enumerate(self.class_names)}}
+                              for c, name in enumerate(self.class_names)},
+                "groups": self.groups_dict()}
 
 
 def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -74,9 +121,10 @@ def teacher_terms(teacher_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 def evaluate(student_logits: np.ndarray, teacher_logits: np.ndarray, labels_as_classes: np.ndarray | None,
              image_ids: np.ndarray, class_names: list[str], nec_per_class: np.ndarray,
-             teacher: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Metrics:
+             teacher: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, groups: Groups | None = None) -> Metrics:
     """Compare student and teacher logits (N, C); ``labels_as_classes`` (N,) holds teacher-class ids of the
-    labels, -1 where unknown. ``teacher``: :func:`teacher_terms` of these teacher logits, if already known."""
+    labels, -1 where unknown. ``teacher``: :func:`teacher_terms` of these teacher logits, if already known.
+    ``groups`` (of these N images): per-group accuracies and the worst group too."""
     n, c = teacher_logits.shape
     teacher_pred, p_teacher, neg_entropy = teacher or teacher_terms(teacher_logits)
     student_pred = student_logits.argmax(1)
@@ -94,6 +142,13 @@ def evaluate(student_logits: np.ndarray, teacher_logits: np.ndarray, labels_as_c
     per_class_count = np.bincount(labels[known], minlength=c).astype(float)
     student_hits = np.bincount(labels[known], weights=(student_pred[known] == labels[known]), minlength=c)
     teacher_hits = np.bincount(labels[known], weights=(teacher_pred[known] == labels[known]), minlength=c)
+    grouped = {}
+    if groups is not None:
+        size, student_group_hits, teacher_group_hits = group_hits(groups.codes, len(groups.names), labels,
+                                                                  student_pred, teacher_pred)
+        grouped = {"group_attribute": groups.attribute, "group_names": groups.names, "group_size": size,
+                   "group_accuracy": _safe_ratio(student_group_hits, size),
+                   "teacher_group_accuracy": _safe_ratio(teacher_group_hits, size)}
     return Metrics(
         n_images=n,
         n_labelled=n_labelled,
@@ -109,23 +164,37 @@ def evaluate(student_logits: np.ndarray, teacher_logits: np.ndarray, labels_as_c
         confusion=confusion,
         disagreement_ids=np.asarray(image_ids)[~agree],
         nec_per_class=np.asarray(nec_per_class),
+        **grouped,
     )
 
 
-def evaluate_student(features, student, split: str = "val") -> Metrics:
-    """Metrics of a :class:`~infincond.linear.LinearStudent` on a FeatureSet's "val", "train" or "all" rows."""
+def group_hits(codes: np.ndarray, n_groups: int, labels: np.ndarray,
+               *predictions: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The images of each group (G,) float, and for each of ``predictions`` (N,) how many of them it gets
+    right (G,); ``codes`` (N,) group ids, -1 outside every group."""
+    inside = np.asarray(codes) >= 0
+    ids = np.asarray(codes)[inside]
+    size = np.bincount(ids, minlength=n_groups).astype(float)
+    return (size, *(np.bincount(ids, weights=(p[inside] == labels[inside]), minlength=n_groups) for p in predictions))
+
+
+def evaluate_student(features, student, split: str = "val", groups: Groups | None = None) -> Metrics:
+    """Metrics of a :class:`~infincond.linear.LinearStudent` on a FeatureSet's "val", "train" or "all" rows
+    (``groups``: of every row of the FeatureSet)."""
     rows = {"val": features.is_val, "train": ~features.is_val, "all": np.ones_like(features.is_val)}[split]
     return evaluate(student.logits(features.concept_scores[rows]), features.teacher_logits[rows],
                     features.labels_as_classes[rows], features.image_ids[rows], features.class_names,
-                    student.nec_per_class)
+                    student.nec_per_class, groups=None if groups is None else groups.subset(rows))
 
 
 class Evaluator:
-    """Metrics of many candidate weights on fixed rows (what previews and refits need, fast): the rows'
+    """Metrics of many candidate weights on fixed rows (what previews and refits need, fast), with the
+    rows' groups (``groups``: of every row of ``features``) when given: the rows'
     standardised scores (column-major, so that the concepts in use are read contiguously) and the teacher's
     part of the metrics are computed once."""
 
-    def __init__(self, features, rows: np.ndarray, student) -> None:
+    def __init__(self, features, rows: np.ndarray, student, groups: Groups | None = None) -> None:
+        self.rows = rows
         self.x = np.asfortranarray(student.standardise(features.concept_scores[rows]))
         self.student = student
         self.teacher_logits = features.teacher_logits[rows]
@@ -133,9 +202,10 @@ class Evaluator:
         self.labels = features.labels_as_classes[rows]
         self.image_ids = features.image_ids[rows]
         self.class_names = list(features.class_names)
+        self.groups = None if groups is None else groups.subset(rows)
 
     def metrics(self, weight: np.ndarray, bias: np.ndarray) -> Metrics:
         """Metrics of the student with these weight (C, K) and bias (C,)."""
         logits = self.student.logits_of_standardised(self.x, weight, bias)
         return evaluate(logits, self.teacher_logits, self.labels, self.image_ids, self.class_names,
-                        np.count_nonzero(weight, axis=1), self.teacher)
+                        np.count_nonzero(weight, axis=1), self.teacher, self.groups)

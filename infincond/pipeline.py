@@ -15,8 +15,10 @@ from .concepts.corpus import ConceptCorpus
 from .concepts.encoder import ConceptEncoder
 from .data import DataConfig, ImageSource
 from .distill import DistillConfig, distill
+from .errors import ConfigError
 from .extract.runtime import processes
-from .features import ExtractConfig, FeatureSet, extract_features, fingerprint
+from .features import ExtractConfig, FeatureSet, extract_features, fingerprint, map_labels
+from .groups import groups_for
 from .hub import ref_key
 from .linear import LinearStudent
 from .metrics import Metrics, evaluate_student
@@ -104,6 +106,21 @@ def extract_concepts(inputs: Inputs, cache_dir: str | os.PathLike | None = None,
     return _through(cache, "features", key, load)
 
 
+def on_split(inputs: Inputs, split: str, cache: SharedCache | None = None) -> Inputs:
+    """The same teacher, encoder, corpus and settings on every image of another split of the dataset (a
+    balanced test split to audit on, say); a split without labels among the teacher's classes is a
+    ConfigError, since what is measured there is measured against labels."""
+    data = replace(inputs.source.config, split=split, samples=None)
+    source = _through(cache, "source", lambda: (json.dumps(data.to_dict(), sort_keys=True),
+                                                ref_key(data.dataset, data.revision)), lambda: ImageSource.load(data))
+    mapped = map_labels(source.label_names, inputs.teacher.class_names)
+    if source.labels is None or mapped is None or not (mapped[source.labels[source.labels >= 0]] >= 0).any():
+        raise ConfigError(f"The split {split!r} of {data.dataset!r} has no labels among the teacher's classes, so "
+                          "nothing can be measured on it: pass a labelled split (CLI: --audit-split), or none to "
+                          "use the validation rows.")
+    return replace(inputs, source=source)
+
+
 def run_distillation(
     teacher: str,
     dataset: str | DataConfig,
@@ -115,12 +132,15 @@ def run_distillation(
     cache_dir: str | os.PathLike | None = None,
     device: str | None = None,
     progress: bool = True,
+    group_column: str | None = None,
 ) -> DistillationRun:
     """Load teacher, dataset and encoder (repo ids or paths), extract concept scores (cached), distil a
-    student and evaluate it on the validation split."""
+    student and evaluate it on the validation split (per group of class x ``group_column`` when named, a
+    dataset column or "concept:<name>", see :func:`~infincond.groups.groups_for`: the worst group too)."""
     inputs = load_inputs(teacher, dataset, encoder, corpus, extract=extract, device=device, progress=progress)
     features = extract_concepts(inputs, cache_dir, progress)
+    groups = groups_for(features, inputs.source, group_column)  # before the long work: a bad column fails now
     linear = distill(features, distill_config, progress=progress)
-    metrics = evaluate_student(features, linear)
+    metrics = evaluate_student(features, linear, groups=groups)
     student = ConceptStudent.from_linear(linear, features, inputs.encoder, metrics=metrics.to_dict())
     return DistillationRun(inputs.source, inputs.teacher, inputs.encoder, features, linear, student, metrics)

@@ -229,3 +229,39 @@ def planted_features(n: int = 600, k: int = 20, c: int = 3, nec: int = 3, *, spu
         concept_embeddings=rng.normal(size=(k, 8)).astype(np.float32), concepts=[f"concept {i}" for i in range(k)],
         concept_sources=["planted"] * k, class_names=class_names,
         dataset_label_names=class_names if labelled else None, provenance={"fingerprint": f"planted-{seed}"})
+
+
+SHORTCUT_CLASSES = ("circle", "square", "triangle")
+
+
+def shortcut_features(n: int = 1500, *, biased: bool = True, shortcut: float = 5.0, noise_concepts: int = 12,
+                      val_fraction: float = 0.25, seed: int = 0):
+    """A :class:`~infincond.features.FeatureSet` of a world with a planted shortcut, as the Shapes world's:
+    three classes (circle, square, triangle), each shape's concept present on its class's images; a
+    background concept, "water", under most circles when ``biased`` (90%, against 5% of the others; 30% of
+    every class otherwise); "water pipe" and "water drops", which are water seen again with noise (its
+    proxies); and ``noise_concepts`` unrelated ones. The teacher reads the shapes, plus ``shortcut`` x water
+    for circle, so it takes other shapes on water for circles."""
+    from .features import FeatureSet
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    on_water = rng.random(n) < (np.where(labels == 0, 0.9, 0.05) if biased else 0.3)
+    shapes = np.where(labels[:, None] == np.arange(3), 0.6, 0.2) + rng.normal(0, 0.08, (n, 3))
+    water = 0.15 + 0.45 * on_water + rng.normal(0, 0.04, n)
+    proxies = water[:, None] + rng.normal(0, 0.04, (n, 2))
+    scores = np.clip(np.column_stack([shapes, water, proxies, rng.uniform(0.1, 0.5, (n, noise_concepts))]), 0, 1)
+    logits = 4.0 * (shapes - 0.4) + rng.normal(0, 0.2, (n, 3))
+    logits[:, 0] += shortcut * (water - 0.3)
+    concepts = [*SHORTCUT_CLASSES, "water", "water pipe", "water drops", *(f"noise {i}" for i in range(noise_concepts))]
+    is_val = np.zeros(n, dtype=bool)
+    is_val[rng.permutation(n)[: int(round(n * val_fraction))]] = True
+    k = len(concepts)
+    return FeatureSet(
+        concept_scores=scores.astype(np.float32), best_region=np.zeros((n, k), dtype=np.int16),
+        region_boxes=np.array([[0, 0, 1, 1]], float), teacher_logits=logits.astype(np.float32),
+        labels=labels.astype(np.int64), image_ids=np.arange(n), is_val=is_val,
+        concept_embeddings=rng.normal(size=(k, 8)).astype(np.float32), concepts=concepts,
+        concept_sources=["planted"] * k, class_names=list(SHORTCUT_CLASSES),
+        dataset_label_names=list(SHORTCUT_CLASSES),
+        provenance={"fingerprint": f"shortcut-{seed}-{int(biased)}", "background": np.where(on_water, "water", "land")})

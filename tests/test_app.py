@@ -68,6 +68,7 @@ def call(client: Client, api: str, *args) -> dict:
 def load_and_distil(client: Client, preset: LoadSettings, nec: int = NEC) -> dict:
     call(client, "load", preset.teacher, preset.dataset, preset.config_name or "", preset.split or "",
          preset.image_column, preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples,
+         preset.group_column,
          None, 20, "any class")
     return call(client, "distill", nec, 20, "any class")
 
@@ -103,7 +104,7 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     assert log[-1]["accuracy"] == f"{100 * entry.metrics_after['accuracy']:.1f}%"
     assert f"weight {entry.changes[0]['after']:+.3f}" in out["selection_md"]
     # Undo, then export the log: it replays on the core's features to the undone (= distilled) student.
-    undone = call(client, "undo", 0, 20, "any class")
+    undone = call(client, "undo", 20, "any class")
     assert rows(undone["log_table"])[-1]["action"].startswith("undo") and rows(undone["log_table"])[-1]["current"] == "●"
     path = client.predict(api_name="/export_log")
     log_json = json.loads(open(path).read())
@@ -128,12 +129,12 @@ def test_errors_are_clear_messages_and_two_clients_are_isolated(app_url, preset)
     first.predict("Remove", 2.0, 20, "any class", api_name="/apply")
     # The second client still has nothing: the first one's student is not shared.
     with pytest.raises(AppError, match="Distil a student first"):
-        second.predict(0, 20, "any class", api_name="/undo")
+        second.predict(20, "any class", api_name="/undo")
     out = load_and_distil(second, preset, nec=1)
     assert [r["action"] for r in rows(out["log_table"])] == ["distilled student"]
     assert "NEC 1.0" in out["perf_md"]
     # ...and the first client's history is untouched by the second's distillation.
-    out = call(first, "undo", 0, 20, "any class")
+    out = call(first, "undo", 20, "any class")
     assert [r["action"].split(" ")[0] for r in rows(out["log_table"])] == ["distilled", "remove", "undo"]
     assert f"NEC {NEC}.0" in out["perf_md"]
     with pytest.raises(AppError, match="Unknown concept 'nope'"):
@@ -223,3 +224,34 @@ def test_a_typed_concept_is_scored_shown_and_tunable_without_an_image_pass(app_u
     np.testing.assert_allclose(np.asarray(after["final"]["weight"])[:, :-1], before["final"]["weight"], atol=1e-9)
     out = call(client, "apply", "Up-tune", 2.0, 20, "any class")  # a concept no class used: now it is used
     assert rows(out["log_table"])[-1]["action"].startswith("up-tune 'zebra stripes' for")
+
+
+def test_the_shortcut_view_opens_a_finding_for_tuning_and_the_groups_can_change(app_url, preset, core):
+    features, student = core
+    client = Client(app_url, verbose=False)
+    out = load_and_distil(client, preset)
+    groups = rows(out["groups_table"])
+    assert groups and all(" · " in g["group"] for g in groups)  # class x background, worst first
+    assert "**Worst group** (class x background)" in out["perf_md"]
+    findings = rows(out["audit_table"])
+    assert findings and {"class", "concept", "score", "hurts"} <= set(findings[0])
+    assert "label held" in out["audit_md"] and out["audit_gallery"]  # the hurt group's images, heat-mapped
+    # Open the first finding: its concept and class are selected, with Remove as the edit.
+    opened = call(client, "finding", 0, 20, "any class")
+    first = findings[0]
+    assert opened["action"] == "Remove"
+    assert f"**{first['concept']}** for class **{first['class']}**" in opened["selection_md"]
+    session = TuningSession(features, student)
+    proxies = [name for name, _ in session.proxies(first["concept"])]
+    assert opened["proxies"]["value"] == [] and opened["proxies"]["choices"] == [[p, p] for p in proxies]
+    preview = client.predict("Remove", 2.0, api_name="/preview_refit")
+    assert f"remove '{first['concept']}' for {first['class']}" in preview
+    assert ("holds" in preview) == bool(proxies)
+    # A group column the dataset lacks is refused (the picker lists what can group); a concept's presence can.
+    with pytest.raises(AppError, match="lake is not in the list of choices: \\['colour', 'pattern', 'size', "
+                                       "'background', 'rocks', 'concept:"):
+        client.predict("lake", 20, "any class", api_name="/set_groups")
+    out = call(client, "set_groups", f"concept:{first['concept']}", 20, "any class")
+    assert all(f"'{first['concept']}' p" in g["group"] or f"'{first['concept']}' a" in g["group"]
+               for g in rows(out["groups_table"]))
+    assert out["group_by"]["value"] == f"concept:{first['concept']}"

@@ -27,6 +27,7 @@ from infincond.cli import main
 from infincond.errors import ConfigError, LoadError, StorageError
 from infincond.testing import planted_features
 from infincond.tuning import TuningSession
+from infincond.tuning.log import LOG_VERSION
 
 FEATURES = planted_features(n=200, k=8, c=3, nec=2, seed=3)
 STUDENT = distill(FEATURES, DistillConfig(nec=2, max_iter=100))
@@ -92,7 +93,7 @@ def library_cases(repos, bad):
             data["initial"]["weight"][0][0] = value
         return change
 
-    nan_text = json.dumps(log).replace('"version": 2', '"version": NaN', 1)
+    nan_text = json.dumps(log).replace(f'"version": {LOG_VERSION}', '"version": NaN', 1)
     return [
         ("teacher path that does not exist", lambda: Teacher.from_pretrained("./no/such/teacher"), LoadError,
          "teacher path './no/such/teacher' does not exist"),
@@ -241,7 +242,7 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
 
     fresh = Client(app, verbose=False)
     for api, args in (("/apply", ("Down-tune", 2.0, 20, "any class")), ("/export_log", ()), ("/download", ()),
-                      ("/undo", (0, 20, "any class")), ("/distill", (3, 20, "any class")),
+                      ("/undo", (20, "any class")), ("/distill", (3, 20, "any class")),
                       ("/save", (str(tmp_path / "early"),))):
         with pytest.raises(AppError, match="(Distil a student|Load a teacher and a dataset) first"):
             fresh.predict(*args, api_name=api)  # events out of order
@@ -261,11 +262,11 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
     assert before[2] == f"What if: down-tune '{concept}' for {cls} x2"
     good_log = Path(client.predict(api_name="/export_log"))
     nan_log = tmp_path / "nan.json"
-    nan_log.write_text(good_log.read_text().replace('"version": 2', '"version": NaN', 1))
+    nan_log.write_text(good_log.read_text().replace(f'"version": {LOG_VERSION}', '"version": NaN', 1))
     other = tmp_path / "other.json"
     other.write_text('{"format": "something else"}')
     load = [preset.teacher, preset.dataset, preset.config_name or "", preset.split or "", preset.image_column,
-            preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples, None, 20,
+            preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples, preset.group_column, None, 20,
             "any class"]
 
     def with_load(**changes):
@@ -316,7 +317,7 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
         assert fragment in str(caught.value), (api, args, str(caught.value))
         refused += 1
         if api == "/apply" and fragment == "Contradictory edit":
-            client.predict(0, 20, "any class", api_name="/undo")
+            client.predict(20, "any class", api_name="/undo")
             continue
         after = snapshot()
         assert after[1:] == before[1:] and after[0][: len(before[0])] == before[0], (api, args)

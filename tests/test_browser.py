@@ -20,7 +20,7 @@ from .test_app import running_app
 
 CHROMIUM = os.environ.get("INFINCOND_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-VIEWS = ["setup", "configuration", "performance", "heatmap", "images", "tuning", "provenance", "share"]
+VIEWS = ["setup", "configuration", "performance", "heatmap", "shortcuts", "images", "tuning", "provenance", "share"]
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
@@ -57,6 +57,18 @@ def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path, hub, monkeypa
         expect(page.locator("#view-performance")).to_contain_text("Fidelity", timeout=120_000)
         expect(page.locator("#provenance-log")).to_contain_text("distilled student", timeout=60_000)
         expect(page.locator("#view-performance canvas, #view-performance svg.marks")).to_have_count(2)  # both plots
+        expect(page.locator("#groups-table")).to_contain_text(" · ", timeout=60_000)  # class x background groups
+        # The shortcut audit: click its first finding; that concept and class are selected, Remove is the edit,
+        # and the remove's preview names the proxies it holds.
+        finding = page.locator("#audit-table [role=row]").nth(1).locator("[role=gridcell]")
+        expect(finding.first).to_be_visible(timeout=60_000)
+        audited_class, audited = finding.nth(0).inner_text().strip(), finding.nth(1).inner_text().strip()
+        finding.nth(1).click()
+        expect(page.locator("#view-tuning")).to_contain_text(f"Selected: {audited} for class {audited_class}",
+                                                             timeout=60_000)
+        expect(page.get_by_role("radio", name="Remove")).to_be_checked()
+        expect(page.locator("#audit-gallery img").first).to_be_visible(timeout=60_000)
+        page.get_by_label("Down-tune").check()  # the rest of the workflow down-tunes
         # Open the largest disagreement subset: its images appear.
         page.locator("#disagreements [role=gridcell]").first.click()
         expect(page.locator("#subset-gallery img").first).to_be_visible(timeout=60_000)

@@ -49,8 +49,8 @@ def test_eight_sessions_share_models_and_features_and_stay_apart(preset, tmp_pat
             results = list(pool.map(session, range(8)))
     finally:
         demo.close()
-    for summaries, mine in results:  # each session sees its own edit, and only it
-        assert summaries == ["distilled student", mine]
+    for summaries, mine in results:  # each session sees its own edit, and only it (with the proxies it held)
+        assert len(summaries) == 2 and summaries[0] == "distilled student" and summaries[1].split(",")[0] == mine
     # One load of each model, one extraction, one sweep, for all eight sessions.
     assert shared.loads["teacher"] == shared.loads["encoder"] == shared.loads["features"] == 1
     assert shared.loads["sweep"] == 1 and shared.loads["source"] == 1
@@ -90,7 +90,7 @@ def test_a_session_survives_a_killed_server(world, tmp_path):
         call(client, "blend", 0.5, 20, "any class")
         call(client, "select", heat[1]["concept"], cls, 20, "any class")
         call(client, "apply", "Remove", 2.0, 20, "any class")
-        call(client, "undo", 0, 20, "any class")
+        call(client, "undo", 20, "any class")
         call(client, "apply", "Lock", 2.0, 20, "any class")
         before = json.loads(Path(client.predict(api_name="/export_log")).read_text())
     finally:

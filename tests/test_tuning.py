@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from infincond import ConceptStudent, ConfigError, ConstraintError, DistillConfig, distill, evaluate_student
 from infincond.testing import planted_features
 from infincond.tuning import UNUSED_FRACTION, Edit, Kind, TuningSession
+from infincond.tuning.log import LOG_VERSION
 
 FEATURES = planted_features(n=800, k=20, c=3, nec=3, seed=0)
 STUDENT = distill(FEATURES, DistillConfig(nec=3))
@@ -254,7 +255,7 @@ def test_restore_after_an_up_tune_exports_saves_and_replays(tmp_path):
     s.up(concept, cls)
     s.restore(concept, cls)
     log = s.export_log(tmp_path / "log.json")
-    assert log["version"] == 2
+    assert log["version"] == LOG_VERSION
     assert log["entries"][-1]["changes"][0] | {"before": 0, "after": 0} == {
         "concept": concept, "class_name": cls, "before": 0, "after": 0, "lower": None, "upper": None}
     assert log["entries"][1]["changes"][0]["lower"] == pytest.approx(2 * w)  # finite bounds stay numbers

@@ -13,18 +13,27 @@ standardised-score space (see :class:`~infincond.linear.LinearStudent`):
     with an unchanged objective the optimum of the bounded problem is the old weight itself, so a merely
     bounded edit would change nothing. ``bounded=True`` keeps the whole interval free instead; the refit
     then moves the weight inside it only when the objective gains (after other edits, or with labels).
-``remove``: the weight is held at 0. ``lock``: held at its current value. ``restore``: the constraint is
-    dropped (the weight is free again if the distilled student used it, else back at 0).
+``remove``: the weight is held at 0, and so are the concept's proxies for that class (the concepts that
+    track it within classes, :mod:`infincond.proxies`): they measure the same thing, so a plain refit that
+    follows a biased teacher hands the removed weight to them (on the Shapes world, removing ``water`` for
+    circle moved ``water pipe`` from 0.41 to 2.61), and a student may already carry the concept in them
+    (one spread ``water`` over five proxies, 0.26 on ``water`` itself). ``proxies`` names the ones to hold
+    (None: found when the edit is applied, less the ``released`` ones); ``label_weight`` blends the labels
+    into the same refit ("fix with labels"). ``lock``: held at its current value.
+    ``restore``: the constraint is dropped (the weight is free again if the distilled student used it, else
+    back at 0).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from enum import Enum, IntEnum
 
 import numpy as np
 
+from ..checks import check_number
 from ..distill import Constraints
 from ..errors import ConfigError, ConstraintError
 
@@ -73,6 +82,7 @@ class Kind(IntEnum):
     DOWN = 2
     REMOVED = 3
     LOCKED = 4
+    HELD = 5  # a proxy of a removed concept, held at 0 with it
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,9 @@ class Edit:
     """One user edit: ``action`` on ``concept`` for ``class_name`` (None: every class).
 
     ``factor`` (> 1, default 2) is for up / down only; ``bounded`` keeps the interval free instead of
-    holding the weight at the value asked for (see the module docstring).
+    holding the weight at the value asked for (see the module docstring). For remove only: ``proxies``,
+    the concepts held with it (None: found when applied, less ``released``; () holds none), and
+    ``label_weight``, the label blend (alpha) of its refit (None: the session's).
     """
 
     action: str
@@ -88,6 +100,9 @@ class Edit:
     class_name: str | None = None
     factor: float | None = None
     bounded: bool = False
+    proxies: tuple[str, ...] | None = None
+    released: tuple[str, ...] = ()
+    label_weight: float | None = None
 
     def __post_init__(self) -> None:
         action = Action.parse(self.action)
@@ -105,6 +120,17 @@ class Edit:
             raise ConfigError(f"A factor applies to up-tune and down-tune only, not to {action.value}.")
         if self.bounded and not action.scales:
             raise ConfigError("bounded applies to up-tune and down-tune only.")
+        for name in ("proxies", "released"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name} must be a list of concepts, not {value!r}.")
+            object.__setattr__(self, name, tuple(value))
+        if action != Action.REMOVE and (self.proxies or self.released or self.label_weight is not None):
+            raise ConfigError("proxies, released and label_weight apply to remove only.")
+        if self.label_weight is not None:
+            object.__setattr__(self, "label_weight", check_number("label_weight (alpha)", self.label_weight, 0.0, 1.0))
 
     def describe(self) -> str:
         """A short human sentence, e.g. "down-tune 'water' for circle x2"."""
@@ -112,21 +138,33 @@ class Edit:
         factor = f" x{self.factor:g}" if self.factor is not None else ""
         bounded = " (bounded)" if self.bounded else ""
         word = Action(self.action).label.lower()
-        return f"{word} '{self.concept}' {target}{factor}{bounded}"
+        held = f", holding {len(self.proxies)} prox{'y' if len(self.proxies) == 1 else 'ies'}" if self.proxies else ""
+        released = f", {len(self.released)} released" if self.released else ""
+        labels = f", labels blended at alpha {self.label_weight:g}" if self.label_weight is not None else ""
+        return f"{word} '{self.concept}' {target}{factor}{bounded}{held}{released}{labels}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The parameters that re-create the edit (a remove's proxies, release and blend only for removes)."""
+        out = asdict(self)
+        if self.action != Action.REMOVE.value:
+            for name in ("proxies", "released", "label_weight"):
+                del out[name]
+        else:
+            out["proxies"] = None if self.proxies is None else list(self.proxies)
+            out["released"] = list(self.released)
+        return out
 
 
 @dataclass
 class Constrained:
-    """What an edit does to a state: new bounds and kinds (C, K), the weights to start the refit from, and
-    the (class, concept) pairs it edited."""
+    """What an edit does to a state: new bounds and kinds (C, K), the weights to start the refit from, the
+    (class, concept) pairs it edited, and the (class, concept) pairs it holds (a remove's proxies)."""
 
     constraints: Constraints
     kind: np.ndarray
     start: np.ndarray
     edited: list[tuple[int, int]]
+    held: list[tuple[int, int]] = field(default_factory=list)
 
 
 def typical_weight(weight: np.ndarray, c: int) -> float:
@@ -159,14 +197,18 @@ def _rows(edit: Edit, k: int, class_id: int | None, weight: np.ndarray, kind: np
 
 
 def constrain(edit: Edit, k: int, class_id: int | None, weight: np.ndarray, constraints: Constraints,
-              kind: np.ndarray, support: np.ndarray, names: tuple[str, list[str]]) -> Constrained:
+              kind: np.ndarray, support: np.ndarray, names: tuple[str, list[str]],
+              proxies: Sequence[int] = ()) -> Constrained:
     """The bounds ``edit`` puts on concept ``k`` (for ``class_id``, None: every class), given the current
     weight (C, K), constraints, kinds and the distilled ``support`` (C, K); ``names`` = (the concept's text,
-    the class names) for messages. Pure: nothing is changed; a contradictory edit raises ConstraintError."""
+    the class names) for messages; ``proxies`` (concept indices) are held at 0 for every class a remove edits
+    (those already under a constraint keep theirs). Pure: nothing is changed; a contradictory edit raises
+    ConstraintError."""
     concept, class_names = names
     action = Action(edit.action)
     lower, upper, kind = constraints.lower.copy(), constraints.upper.copy(), kind.copy()
     start = np.array(weight, dtype=np.float64)
+    held: list[tuple[int, int]] = []
     rows = _rows(edit, k, class_id, weight, kind, names)
     for c in rows:
         current, where = Kind(kind[c, k]), f"'{concept}' for {class_names[c]}"
@@ -178,13 +220,18 @@ def constrain(edit: Edit, k: int, class_id: int | None, weight: np.ndarray, cons
                 start[c, k] = 0.0
             continue
         if current in (Kind.REMOVED, Kind.LOCKED):
-            held = f"held at {weight[c, k]:.4g}" if current == Kind.LOCKED else "held at 0"
-            raise ConstraintError(f"Contradictory edit: {where} is {current.name.lower()} ({held}), so it cannot "
+            value = f"held at {weight[c, k]:.4g}" if current == Kind.LOCKED else "held at 0"
+            raise ConstraintError(f"Contradictory edit: {where} is {current.name.lower()} ({value}), so it cannot "
                                   f"also be {action.past}. Restore it first.")
         w = float(weight[c, k])
         if action == Action.REMOVE:
             lower[c, k] = upper[c, k] = start[c, k] = 0.0
             kind[c, k] = Kind.REMOVED
+            for j in proxies:
+                if j != k and kind[c, j] == Kind.FREE:
+                    lower[c, j] = upper[c, j] = start[c, j] = 0.0
+                    kind[c, j] = Kind.HELD
+                    held.append((c, int(j)))
         elif action == Action.LOCK:
             lower[c, k] = upper[c, k] = start[c, k] = w
             kind[c, k] = Kind.LOCKED
@@ -206,4 +253,4 @@ def constrain(edit: Edit, k: int, class_id: int | None, weight: np.ndarray, cons
             kind[c, k] = Kind.UP if action == Action.UP else Kind.DOWN
     result = Constraints(lower, upper)
     result.validate(*weight.shape)
-    return Constrained(result, kind, start, [(c, k) for c in rows])
+    return Constrained(result, kind, start, [(c, k) for c in rows], held)

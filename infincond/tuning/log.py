@@ -20,9 +20,10 @@ from ..storage import atomic_write_text
 from .edits import Action
 
 LOG_FORMAT = "infincond-tuning-log"
-#: Version 2 writes unbounded constraint ends as ``null`` (version 1 could not hold them); both are read.
-LOG_VERSION = 2
-READABLE_LOG_VERSIONS = (1, 2)
+#: Version 2 writes unbounded constraint ends as ``null`` (version 1 could not hold them); version 3 names
+#: the proxies a remove holds (a remove of versions 1 and 2 held none, and replays so). All are read.
+LOG_VERSION = 3
+READABLE_LOG_VERSIONS = (1, 2, 3)
 #: Tuning logs larger than this are refused before they are parsed.
 MAX_LOG_BYTES = 256 * 2**20
 #: What a log entry can record.
@@ -41,7 +42,13 @@ def metric_delta(before: dict | None, after: dict) -> dict:
     out = {key: sub(after[key], before[key]) for key in ("fidelity", "accuracy", "kl", "nec")}
     out["per_class"] = {name: {key: sub(after["per_class"][name][key], before["per_class"][name][key])
                                for key in after["per_class"][name]} for name in after["per_class"]}
+    out["worst_group_accuracy"] = sub(worst_group_accuracy(after), worst_group_accuracy(before))
     return out
+
+
+def worst_group_accuracy(metrics: dict | None) -> float | None:
+    """The worst group's accuracy in a metrics dict (None when it has no groups)."""
+    return ((metrics or {}).get("groups") or {}).get("worst_group_accuracy")
 
 
 @dataclass
@@ -50,7 +57,9 @@ class LogEntry:
 
     ``action``: one of :data:`LOG_ACTIONS`; ``params`` re-creates it; ``state`` / ``state_before`` index
     the session's states; ``changes`` lists the edited weights (``lower`` / ``upper`` are None where
-    unbounded, so an entry is always JSON); ``refit`` holds the solver's iterations and seconds.
+    unbounded, so an entry is always JSON), ``held`` the proxies a remove held and ``rose`` the proxy
+    report (the weights that rose most for each edited class, and the removed concept each tracks);
+    ``refit`` holds the solver's iterations and seconds.
     """
 
     step: int
@@ -65,6 +74,8 @@ class LogEntry:
     changes: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     refit: dict = field(default_factory=dict)
+    held: list[dict] = field(default_factory=list)
+    rose: list[dict] = field(default_factory=list)
 
     @property
     def delta(self) -> dict:
@@ -174,7 +185,8 @@ def _check_params(action: str, params: object, path: str, steps: int) -> None:
     if not isinstance(params, dict):
         raise _where(path, params, "an object")
     if action == "edit":
-        unknown = set(params) - {"action", "concept", "class_name", "factor", "bounded"}
+        unknown = set(params) - {"action", "concept", "class_name", "factor", "bounded", "proxies", "released",
+                                 "label_weight"}
         if unknown:
             raise _where(path, sorted(unknown), "free of unknown keys")
         if _get(params, "action", path) not in ACTIONS:
@@ -187,6 +199,12 @@ def _check_params(action: str, params: object, path: str, steps: int) -> None:
             _number(params["factor"], f"{path}.factor", 1.0, 1e6, above=True)
         if not isinstance(params.get("bounded", False), bool):
             raise _where(f"{path}.bounded", params["bounded"], "true or false")
+        for key in ("proxies", "released"):
+            value = params.get(key)
+            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+                raise _where(f"{path}.{key}", value, "a list of concepts" + (" or null" if key == "proxies" else ""))
+        if params.get("label_weight") is not None:
+            _number(params["label_weight"], f"{path}.label_weight", 0.0, 1.0)
     elif action in ("label_weight", "start"):
         _number(_get(params, "label_weight", path), f"{path}.label_weight", 0.0, 1.0)
     elif action == "jump":
@@ -258,14 +276,17 @@ def export(session, path: str | os.PathLike | None = None) -> dict:
     return data
 
 
-def rerun(session, entries: list) -> None:
+def rerun(session, entries: list, version: int = LOG_VERSION) -> None:
     """Run a log's actions again on ``session``, in order (``LogEntry`` objects or their exported dicts, the
-    start entry excluded): what a replay does, and how a session moves onto wider features."""
+    start entry excluded; ``version``: the log's format): what a replay does, and how a session moves onto
+    wider features."""
     from .edits import Edit
 
     for step, entry in enumerate(entries, start=1):
         action, params = (entry.action, entry.params) if isinstance(entry, LogEntry) else (entry["action"],
                                                                                             entry["params"])
+        if version < 3 and action == "edit" and params.get("action") == Action.REMOVE.value:
+            params = {"proxies": [], **params}  # before version 3, a remove held no proxy
         try:
             if action == "edit":
                 session.apply(Edit(**params))
@@ -280,11 +301,11 @@ def rerun(session, entries: list) -> None:
 
 
 def replay(session_class, features, log: dict | str | os.PathLike, *, eval_features=None, atol: float = 1e-6,
-           strict: bool = True):
+           strict: bool = True, groups=None):
     """Rebuild a session by replaying an exported log on the same FeatureSet: every action runs again,
     refits included. The final weights are compared with the recorded ones: the largest gap is kept in
     ``session.replay_gap``, and a gap over ``atol`` raises unless ``strict=False`` (refits on another
-    machine may differ in the last float32 digits)."""
+    machine may differ in the last float32 digits). ``groups``: measure per-group accuracy on them."""
     from ..linear import LinearStudent
 
     data = read_log(log)
@@ -298,8 +319,8 @@ def replay(session_class, features, log: dict | str | os.PathLike, *, eval_featu
                             np.asarray(init["score_std"], dtype=np.float32), DistillConfig.from_dict(init["config"]))
     entries = data["entries"]
     session = session_class(features, student, eval_features=eval_features,
-                            label_weight=entries[0]["params"]["label_weight"])
-    session.rerun(entries[1:])
+                            label_weight=entries[0]["params"]["label_weight"], groups=groups)
+    session.rerun(entries[1:], data["version"])
     final = np.asarray(data["final"]["weight"])
     gap = float(np.max(np.abs(session.weight - final))) if final.shape == session.weight.shape else float("inf")
     session.replay_gap = gap

@@ -9,23 +9,30 @@ import functools
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..distill import Constraints, Refitter
 from ..errors import ConfigError
+from ..groups import Groups
 from ..linear import LinearStudent, standardisation
 from ..metrics import Evaluator, Metrics
+from ..proxies import PROXY_CORRELATION, Tracking, class_of_rows
 from .edits import DEFAULT_FACTOR, Action, Constrained, Edit, Kind, constrain
 from .history import History, State
-from .log import LogEntry, bound, export, features_key, metric_delta, now, replay, rerun
+from .log import LOG_VERSION, LogEntry, bound, export, features_key, metric_delta, now, replay, rerun
 from .names import Names
+
+#: How many of the weights that rose most, per edited class, the proxy report lists.
+REPORT_SIZE = 5
 
 
 @dataclass
 class Preview:
-    """The what-if of an edit: metrics before and after, and the weights it changes, nothing applied.
+    """The what-if of an edit: metrics before and after, the weights it changes, the proxies it holds
+    (``held``) and, refitted, the weights that rose most (``rose``, the proxy report), nothing applied.
     Without a refit, the edited weights sit at the value asked for and nothing else moves."""
 
     edit: Edit
@@ -34,6 +41,8 @@ class Preview:
     metrics_after: dict
     changes: list[dict]
     seconds: float
+    held: list[dict] = field(default_factory=list)
+    rose: list[dict] = field(default_factory=list)
 
     @property
     def delta(self) -> dict:
@@ -44,11 +53,12 @@ class TuningSession:
     """Edits, refits and provenance over one distilled student and the FeatureSet it was fitted on.
 
     Refits use the FeatureSet's training rows; metrics use its validation rows, or every row of
-    ``eval_features`` (the same concepts and classes, e.g. a held-out test split) when given.
+    ``eval_features`` (the same concepts and classes, e.g. a held-out test split) when given, with
+    per-group accuracies when ``groups`` (of every row of that FeatureSet) are given.
     """
 
     def __init__(self, features, student: LinearStudent, *, eval_features=None,
-                 label_weight: float | None = None) -> None:
+                 label_weight: float | None = None, groups: Groups | None = None) -> None:
         c, k = features.num_classes, features.num_concepts
         if student.weight.shape != (c, k):
             raise ConfigError(f"The student has weights {student.weight.shape}; the features need ({c}, {k}).")
@@ -68,7 +78,9 @@ class TuningSession:
                                              self.initial, features.labels_as_classes[train])
         rows = np.ones(len(eval_features.is_val), dtype=bool) if eval_features is not None else (
             features.is_val if features.is_val.any() else np.ones_like(features.is_val))
-        self.evaluator = Evaluator(eval_features if eval_features is not None else features, rows, self.initial)
+        self.groups = groups
+        self.evaluator = Evaluator(eval_features if eval_features is not None else features, rows, self.initial,
+                                   groups)
         alpha = student.config.label_weight if label_weight is None else label_weight
         self._check_label_weight(alpha)
         first = State(self.initial.weight, self.initial.bias, Constraints.free(c, k), np.zeros((c, k), dtype=np.int8),
@@ -124,6 +136,18 @@ class TuningSession:
     def _metrics(self, weight: np.ndarray, bias: np.ndarray) -> dict:
         return self.evaluator.metrics(weight, bias).to_dict()
 
+    def set_groups(self, groups: Groups | None) -> None:
+        """Measure per-group accuracy on these ``groups`` (of every evaluation row; None: no groups) from now
+        on, and again for every state and log entry so far (metrics are derived from the states)."""
+        self.groups, self.evaluator.groups = groups, None if groups is None else groups.subset(self.evaluator.rows)
+        for i, state in enumerate(self.states):
+            state.metrics = self._metrics(state.weight, state.bias)
+            if i != self.cursor:
+                state.release()
+        for entry in self.log:
+            entry.metrics_before = None if entry.state_before is None else self.states[entry.state_before].metrics
+            entry.metrics_after = self.states[entry.state].metrics
+
     @property
     def can_undo(self) -> bool:
         return bool(self.history.past)
@@ -163,12 +187,41 @@ class TuningSession:
                 "weight": float(s.weight[c, k])}
 
     # -- edits ---------------------------------------------------------------------------------------
+    @functools.cached_property
+    def tracking(self) -> Tracking:
+        """Which concepts track which within classes, on the training rows (:mod:`infincond.proxies`)."""
+        train = ~self.features.is_val
+        return Tracking(self.refitter.x.numpy(), class_of_rows(self.features.labels_as_classes[train],
+                                                               self.features.teacher_logits[train]))
+
+    def proxies(self, concept: str) -> list[tuple[str, float]]:
+        """The concepts that track ``concept`` within classes (what removing it holds), most correlated
+        first, with their correlation."""
+        return [(self.concepts[j], r) for j, r in self.tracking.proxies(self.concept_id(concept))]
+
+    def resolve(self, edit: Edit) -> Edit:
+        """The edit as it will be applied and logged: a remove's proxies named (found, less the released
+        ones, when not given), so that a replay holds exactly the same concepts."""
+        if edit.action != Action.REMOVE.value or edit.proxies is not None:
+            return edit
+        released = {self.concept_id(name) for name in edit.released}
+        found = [name for name, _ in self.proxies(edit.concept) if self.concept_id(name) not in released]
+        return replace(edit, proxies=tuple(found))
+
     def _constrain(self, edit: Edit) -> Constrained:
         k = self.concept_id(edit.concept)
         class_id = None if edit.class_name is None else self.class_id(edit.class_name)
         s = self.state
+        proxies = [self.concept_id(name) for name in edit.proxies or ()]
         return constrain(edit, k, class_id, s.weight, s.constraints, s.kind, self.support,
-                         (self.concepts[k], self.class_names))
+                         (self.concepts[k], self.class_names), proxies)
+
+    def _alpha(self, edit: Edit) -> float:
+        """The label blend an edit refits with (a remove may set its own: "fix with labels")."""
+        if edit.label_weight is None:
+            return self.label_weight
+        self._check_label_weight(edit.label_weight)
+        return float(edit.label_weight)
 
     def _refit(self, start: np.ndarray, constraints: Constraints, label_weight: float):
         """Refit every weight of the distilled support, and every constrained one, from ``start``. Whether
@@ -176,29 +229,56 @@ class TuningSession:
         return self.refitter.refit(start, self.state.bias, constraints, self.support | constraints.bounded,
                                    label_weight, warn=False)
 
-    def _changes(self, after: np.ndarray, constrained: Constrained) -> list[dict]:
-        """The edited weights, JSON-safe: an unbounded end of a constraint is ``None``."""
+    def _changes(self, after: np.ndarray, constrained: Constrained,
+                 pairs: list[tuple[int, int]] | None = None) -> list[dict]:
+        """The edited weights (or ``pairs``), JSON-safe: an unbounded end of a constraint is ``None``."""
         before, (lower, upper) = self.state.weight, (constrained.constraints.lower, constrained.constraints.upper)
         return [{"concept": self.concepts[k], "class_name": self.class_names[c], "before": float(before[c, k]),
                  "after": float(after[c, k]), "lower": bound(lower[c, k]), "upper": bound(upper[c, k])}
-                for c, k in constrained.edited]
+                for c, k in (constrained.edited if pairs is None else pairs)]
+
+    def _held(self, edit: Edit, after: np.ndarray, constrained: Constrained) -> list[dict]:
+        """The proxies a remove holds, each with its weight before and after, its bounds, and what it tracks."""
+        return [{**change, "tracks": edit.concept} for change in self._changes(after, constrained, constrained.held)]
+
+    def proxy_report(self, before: np.ndarray, after: np.ndarray, kind: np.ndarray, classes: list[int]) -> list[dict]:
+        """The proxy report: for each of ``classes``, the :data:`REPORT_SIZE` weights whose |weight| rose
+        most from ``before`` to ``after`` (C, K), each with the concept removed for that class (``kind``) it
+        tracks, if any (within-class correlation at least :data:`~infincond.proxies.PROXY_CORRELATION`)."""
+        out = []
+        for c in dict.fromkeys(classes):
+            rise = np.abs(after[c]) - np.abs(before[c])
+            order = [int(j) for j in np.argsort(-rise, kind="stable")[:REPORT_SIZE] if rise[j] > 1e-9]
+            removed = np.nonzero(kind[c] == Kind.REMOVED)[0]
+            tracked = {int(r): self.tracking.correlation(int(r)) for r in removed}
+            for j in order:
+                best = max(tracked, key=lambda r: tracked[r][j], default=None)
+                tracks = self.concepts[best] if best is not None and tracked[best][j] >= PROXY_CORRELATION else None
+                out.append({"concept": self.concepts[j], "class_name": self.class_names[c], "before": float(before[c, j]),
+                            "after": float(after[c, j]), "kind": Kind(kind[c, j]).name.lower(), "tracks": tracks})
+        return out
 
     def preview(self, edit: Edit, refit: bool = False) -> Preview:
         """What ``edit`` would do, without applying it. ``refit=False`` (fast, what a slider needs) moves
         only the edited weights to the value asked for (the far end of a bounded interval);
-        ``refit=True`` runs the constrained refit too."""
+        ``refit=True`` runs the constrained refit too, and reports the weights that rose most."""
         start_time = time.perf_counter()
+        edit = self.resolve(edit)
+        alpha = self._alpha(edit)
         before, constrained = self.metrics, self._constrain(edit)
-        weight, bias = constrained.start, self.state.bias
+        weight, bias, rose = constrained.start, self.state.bias, []
         if refit:
-            weight, bias, _ = self._refit(constrained.start, constrained.constraints, self.label_weight)
+            weight, bias, _ = self._refit(constrained.start, constrained.constraints, alpha)
+            rose = self.proxy_report(self.state.weight, weight, constrained.kind, [c for c, _ in constrained.edited])
         return Preview(edit, refit, before, self._metrics(weight, bias), self._changes(weight, constrained),
-                       time.perf_counter() - start_time)
+                       time.perf_counter() - start_time, self._held(edit, weight, constrained), rose)
 
     def _record(self, action: str, params: dict, summary: str, before: int, changes: list | None = None,
-                seconds: float = 0.0, refit: dict | None = None) -> LogEntry:
+                seconds: float = 0.0, refit: dict | None = None, held: list | None = None,
+                rose: list | None = None) -> LogEntry:
         entry = LogEntry(len(self.log), action, params, summary, now(), before, self.cursor,
-                         self.states[before].metrics, self.state.metrics, changes or [], seconds, refit or {})
+                         self.states[before].metrics, self.state.metrics, changes or [], seconds, refit or {},
+                         held or [], rose or [])
         self.log.append(entry)
         return entry
 
@@ -210,14 +290,18 @@ class TuningSession:
         return before
 
     def apply(self, edit: Edit) -> LogEntry:
-        """Apply an edit: constrain, refit every free weight, record it. Returns the log entry."""
+        """Apply an edit: constrain (a remove holds its proxies), refit every free weight, record it with
+        the proxy report. Returns the log entry."""
         start_time = time.perf_counter()
+        edit = self.resolve(edit)
+        alpha = self._alpha(edit)
         constrained = self._constrain(edit)
-        weight, bias, info = self._refit(constrained.start, constrained.constraints, self.label_weight)
-        changes = self._changes(weight, constrained)
-        before = self._advance(weight, bias, constrained.constraints, constrained.kind, self.label_weight)
+        weight, bias, info = self._refit(constrained.start, constrained.constraints, alpha)
+        changes, held = self._changes(weight, constrained), self._held(edit, weight, constrained)
+        rose = self.proxy_report(self.state.weight, weight, constrained.kind, [c for c, _ in constrained.edited])
+        before = self._advance(weight, bias, constrained.constraints, constrained.kind, alpha)
         return self._record("edit", edit.to_dict(), edit.describe(), before, changes, time.perf_counter() - start_time,
-                            info)
+                            info, held, rose)
 
     def up(self, concept: str, class_name: str | None = None, factor: float = DEFAULT_FACTOR,
            bounded: bool = False) -> LogEntry:
@@ -229,9 +313,13 @@ class TuningSession:
         """Down-tune ``concept`` for ``class_name`` (None: every class using it) by ``factor``."""
         return self.apply(Edit(Action.DOWN, concept, class_name, factor, bounded))
 
-    def remove(self, concept: str, class_name: str | None = None) -> LogEntry:
-        """Hold the weight at 0 (for every class when ``class_name`` is None)."""
-        return self.apply(Edit(Action.REMOVE, concept, class_name))
+    def remove(self, concept: str, class_name: str | None = None, *, proxies: Sequence[str] | None = None,
+               released: Sequence[str] = (), label_weight: float | None = None) -> LogEntry:
+        """Hold the weight at 0 (for every class when ``class_name`` is None), and its proxies with it
+        (found within classes unless ``proxies`` names them, less ``released``); ``label_weight`` blends
+        the labels into this refit ("fix with labels")."""
+        return self.apply(Edit(Action.REMOVE, concept, class_name, proxies=None if proxies is None else tuple(proxies),
+                               released=tuple(released), label_weight=label_weight))
 
     def lock(self, concept: str, class_name: str | None = None) -> LogEntry:
         """Hold the weight at its current value."""
@@ -290,9 +378,9 @@ class TuningSession:
         when given. See :func:`infincond.tuning.log.export`."""
         return export(self, path)
 
-    def rerun(self, entries: list) -> None:
+    def rerun(self, entries: list, version: int = LOG_VERSION) -> None:
         """Run a log's actions again, in order (the start entry excluded): see :func:`~.log.rerun`."""
-        rerun(self, entries)
+        rerun(self, entries, version)
 
     def widen(self, features) -> TuningSession:
         """This session on ``features`` with more concepts (the same ones first, then new ones): the student
@@ -302,13 +390,14 @@ class TuningSession:
         if features.concepts[:k] != self.concepts or features.class_names != self.class_names:
             raise ConfigError("The wider features must start with this session's concepts and have its classes.")
         mean, std = standardisation(features.concept_scores[~features.is_val][:, k:])
-        wider = TuningSession(features, self.initial.widened(mean, std), label_weight=self.log[0].params["label_weight"])
+        wider = TuningSession(features, self.initial.widened(mean, std), label_weight=self.log[0].params["label_weight"],
+                              groups=self.groups if self.eval_features is None else None)
         wider.rerun(self.log[1:])
         return wider
 
     @classmethod
     def replay(cls, features, log: dict | str | os.PathLike, *, eval_features=None, atol: float = 1e-6,
-               strict: bool = True) -> TuningSession:
+               strict: bool = True, groups: Groups | None = None) -> TuningSession:
         """Rebuild a session by replaying an exported log on the same FeatureSet (see
         :func:`infincond.tuning.log.replay`)."""
-        return replay(cls, features, log, eval_features=eval_features, atol=atol, strict=strict)
+        return replay(cls, features, log, eval_features=eval_features, atol=atol, strict=strict, groups=groups)

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 CIFAR10 = LoadSettings(teacher="aaraki/vit-base-patch16-224-in21k-finetuned-cifar10", dataset="uoft-cs/cifar10",
                        encoder="openai/clip-vit-base-patch32", config_name="plain_text", split="test", samples=1000)
 ALL = tuple(GROUPS)
-STUDENT = ("perf", "subset", "heat", "images", "detail", "tuning", "provenance", "controls")  # a new student
-EDITED = ("perf", "subset", "heat", "detail", "tuning", "provenance", "controls")  # the student's weights moved
+STUDENT = ("perf", "audit", "subset", "heat", "images", "detail", "tuning", "provenance", "controls")  # a new student
+EDITED = ("perf", "audit", "subset", "heat", "detail", "tuning", "provenance", "controls")  # the weights moved
 #: The groups each event may change (it returns updates for those that did).
 EVENT_GROUPS = {
     "load": ALL, "restore": ALL, "distill": STUDENT, "pick_student": STUDENT, "import_log": STUDENT,
@@ -45,6 +45,8 @@ EVENT_GROUPS = {
     "select": ("heat", "images", "detail", "tuning", "controls"),
     "add_concept": ("heat", "images", "detail", "tuning", "controls"),
     "select_image": ("detail",), "open_subset": ("subset",), "view": ("heat",),
+    "open_finding": ("audit", "heat", "images", "detail", "tuning", "controls"),
+    "finding": ("audit", "heat", "images", "detail", "tuning", "controls"), "set_groups": ("perf", "provenance"),
     "apply": EDITED, "blend": EDITED, "undo": EDITED, "redo": EDITED, "jump": EDITED,
 }
 
@@ -54,7 +56,8 @@ def outputs_of(api: str) -> list[str]:
     API returns values only, so buttons (the controls group) and layout rows are not among them."""
     extra = {"apply": ["preview_md"], "blend": ["preview_md"], "undo": ["preview_md"], "redo": ["preview_md"],
              "jump": ["preview_md"], "import_log": ["preview_md"], "restore": ["restore_md"],
-             "add_concept": ["new_concept"]}.get(api, [])
+             "add_concept": ["new_concept"], "open_finding": ["action"],
+             "finding": ["action"]}.get(api, [])
     return extra + [name for g in EVENT_GROUPS[api] if g != "controls" for name in GROUPS[g]]
 
 
@@ -128,8 +131,12 @@ def render(c, ws: Workspace, groups: tuple[str, ...], n: int = 20, order: str = 
         out.update(zip(group(c, "config"), views.configuration(ws), strict=True))
     if "perf" in groups:
         text, bars, curve, choices, picked, table = views.performance(ws)
+        group_choices, group_value, groups_table = views.groups(ws)
         out.update({c.perf_md: text, c.class_bars: bars, c.nec_curve: curve,
-                    c.pick_nec: gr.Dropdown(choices=choices, value=picked), c.disagreements: table})
+                    c.pick_nec: gr.Dropdown(choices=choices, value=picked), c.disagreements: table,
+                    c.group_by: gr.Dropdown(choices=group_choices, value=group_value), c.groups_table: groups_table})
+    if "audit" in groups:
+        out.update(zip(group(c, "audit"), views.shortcuts(ws), strict=True))
     if "subset" in groups:
         out[c.subset_images] = views.subset_gallery(ws)
     if "heat" in groups:
@@ -139,7 +146,9 @@ def render(c, ws: Workspace, groups: tuple[str, ...], n: int = 20, order: str = 
     if "detail" in groups:
         out.update(zip(group(c, "detail"), views.image_detail(ws), strict=True))
     if "tuning" in groups:
-        out.update({c.selection_md: views.selection(ws), c.edits: views.edits_table(ws)})
+        choices, released = views.proxies(ws)
+        out.update({c.selection_md: views.selection(ws), c.proxies: gr.CheckboxGroup(choices=choices, value=released),
+                    c.edits: views.edits_table(ws)})
     if "provenance" in groups:
         table, points, steps = views.provenance(ws)
         out.update({c.log_plot: gr.LinePlot(value=points, sort=steps or None), c.log_table: table})

@@ -118,7 +118,7 @@ def restore(ws, saved: Autosave, progress: bool = True) -> int:
     replayed = 0
     for (fingerprint, log_nec), path in saved.logs.items():
         if fingerprint == ws.features.fingerprint:
-            session = TuningSession.replay(ws.features, path)
+            session = TuningSession.replay(ws.features, path, groups=ws.groups)
             ws.sessions[(fingerprint, log_nec)] = session
             ws._saved[(fingerprint, log_nec)] = len(session.log)
             replayed += len(session.log) - 1

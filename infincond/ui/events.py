@@ -12,6 +12,7 @@ import gradio as gr
 
 from ..data import DataConfig
 from ..errors import ConfigError
+from ..tuning import Action
 from . import autosave, views
 from .app import EVENT_GROUPS, _guard, _index, push_token, render, view_options
 from .layout import ACTIONS, SETUP_FIELDS, group, on_space
@@ -26,13 +27,13 @@ def _settings(values: list, corpus_file) -> LoadSettings:
                         (fields["encoder"] or "").strip(), fields["config_name"] or None, fields["split"] or None,
                         fields["image_column"] or "auto", fields["label_column"] or "auto",
                         DataConfig.samples if fields["samples"] is None else fields["samples"], fields["corpus"],
-                        fields["concepts_text"] or "", corpus_file or None)
+                        fields["concepts_text"] or "", corpus_file or None, (fields["group_column"] or "").strip())
 
 
 def _fields(settings: LoadSettings) -> list:
     return [settings.teacher, settings.dataset, settings.config_name or "", settings.split or "",
             settings.image_column, settings.label_column, settings.encoder, settings.corpus, settings.concepts_text,
-            settings.samples]
+            settings.samples, settings.group_column]
 
 
 class Events:
@@ -164,6 +165,26 @@ class Events:
         ws.open_subset(_index(evt))
         return self.respond(ws, "open_subset", n, order)
 
+    def on_finding(self, ws, index, top_n, sort):
+        """Open the audit's ``index``-th finding: its images, and its (concept, class) selected for tuning,
+        with Remove as the edit."""
+        ws = ws or self.new_workspace()
+        n, order = view_options(top_n, sort)
+        ws.require("session")
+        ws.open_finding(index)
+        return self.respond(ws, "open_finding", n, order, action=Action.REMOVE.label)
+
+    def on_finding_row(self, ws, top_n, sort, evt: gr.SelectData):
+        """A click on a row of the audit's table (see :meth:`on_finding`)."""
+        (ws or self.new_workspace()).require("session")
+        return self.on_finding(ws, _index(evt), top_n, sort)
+
+    def on_groups(self, ws, choice, n, order):
+        ws = ws or self.new_workspace()
+        n, order = view_options(n, order)
+        ws.set_groups(choice)
+        return self.respond(ws, "set_groups", n, order)
+
     def on_view(self, ws, n, order):
         ws = ws or self.new_workspace()
         return self.respond(ws, "view", *view_options(n, order))
@@ -175,26 +196,46 @@ class Events:
         return self.respond(ws, "add_concept", n, order, new_concept="")
 
     # -- tuning ----------------------------------------------------------------------------------------
-    def on_preview(self, ws, action, factor):
+    def on_preview(self, ws, action, factor, release=None, with_labels=False, alpha=0.0):
         """At once: the edited weights moved, the others held (the refit follows, ``on_preview_refit``)."""
         ws = ws or self.new_workspace()
-        return views.preview_text(ws.preview(ACTIONS.get(action, action), factor, refit=False))
+        return views.preview_text(ws.preview(*edit_args(action, factor, release, with_labels, alpha), refit=False))
 
-    def on_preview_refit(self, ws, action, factor):
+    def on_preview_refit(self, ws, action, factor, release=None, with_labels=False, alpha=0.0):
         ws = ws or self.new_workspace()
-        return views.preview_text(ws.preview(ACTIONS.get(action, action), factor, refit=True))
+        return views.preview_text(ws.preview(*edit_args(action, factor, release, with_labels, alpha), refit=True))
 
-    def edited(self, api: str, act: Callable) -> Callable:
-        """A handler for an action that moves the student (apply, blend, undo, redo, jump): its inputs are
-        the action's values, then the heatmap's options."""
-        def handler(ws, *args, progress=gr.Progress()):  # noqa: B008 - Gradio's pattern
-            ws = ws or self.new_workspace()
-            *values, n, order = args
-            n, order = view_options(n, order)
-            entry = act(ws, *values)
-            return self.respond(ws, api, n, order, preview_md=views.entry_text(entry))
-        handler.__name__ = f"on_{api}"
-        return handler
+    def _moved(self, ws: Workspace, api: str, top_n, sort, entry) -> dict:
+        """After an action that moves the student (apply, blend, undo, redo, jump): what it did, and the views."""
+        n, order = view_options(top_n, sort)
+        return self.respond(ws, api, n, order, preview_md=views.entry_text(entry))
+
+    def on_apply(self, ws, action, factor, top_n, sort, release=None, with_labels=False, alpha=0.0,
+                 progress=gr.Progress()):  # noqa: B008 - Gradio's pattern
+        """Apply the edit to the selection (a remove holds the proxies it finds, less ``release``)."""
+        ws = ws or self.new_workspace()
+        view_options(top_n, sort)
+        return self._moved(ws, "apply", top_n, sort, ws.apply(*edit_args(action, factor, release, with_labels, alpha)))
+
+    def on_blend(self, ws, alpha, top_n, sort, progress=gr.Progress()):  # noqa: B008
+        ws = ws or self.new_workspace()
+        view_options(top_n, sort)
+        return self._moved(ws, "blend", top_n, sort, ws.blend(alpha))
+
+    def on_undo(self, ws, top_n, sort, progress=gr.Progress()):  # noqa: B008
+        ws = ws or self.new_workspace()
+        view_options(top_n, sort)
+        return self._moved(ws, "undo", top_n, sort, ws.move("undo"))
+
+    def on_redo(self, ws, top_n, sort, progress=gr.Progress()):  # noqa: B008
+        ws = ws or self.new_workspace()
+        view_options(top_n, sort)
+        return self._moved(ws, "redo", top_n, sort, ws.move("redo"))
+
+    def on_jump(self, ws, step, top_n, sort, progress=gr.Progress()):  # noqa: B008
+        ws = ws or self.new_workspace()
+        view_options(top_n, sort)
+        return self._moved(ws, "jump", top_n, sort, ws.move("jump", step))
 
     def on_import(self, ws, file, n, order):
         ws = ws or self.new_workspace()
@@ -236,6 +277,16 @@ class Events:
         return f"Pushed: [{url}]({url})"
 
 
+#: The label blend a "fix with labels" remove uses while the alpha slider is at 0.
+FIX_ALPHA = 0.5
+
+
+def edit_args(action, factor, release=None, with_labels=False, alpha=0.0) -> tuple:
+    """(action, factor, released proxies, label blend) for the workspace, from the tuning panel's values."""
+    alpha = alpha or 0.0
+    return ACTIONS.get(action, action), factor, release, ((alpha if alpha > 0 else FIX_ALPHA) if with_labels else None)
+
+
 def wire(c: SimpleNamespace, presets: dict[str, LoadSettings | None], new_workspace: Callable[[], Workspace],
          world: WorldJob | None) -> None:
     """Attach every event to the layout's components (inside the open ``gr.Blocks``)."""
@@ -268,22 +319,25 @@ def wire(c: SimpleNamespace, presets: dict[str, LoadSettings | None], new_worksp
        "select", [c.selection_md])
     on(c.concept_gallery.select, e.on_image, [c.state, *sel], out("select_image"), "select_image", [c.detail_md])
     on(c.disagreements.select, e.on_subset, [c.state, *sel], out("open_subset"), "open_subset", [c.subset_images])
+    on(c.audit_table.select, e.on_finding_row, [c.state, *sel], out("open_finding", c.action), "open_finding",
+       [c.audit_gallery])
+    on(c.finding_btn.click, e.on_finding, [c.state, c.finding_index, *sel], out("open_finding", c.action), "finding",
+       [c.audit_gallery])
+    on(c.group_by.input, e.on_groups, [c.state, c.group_by, *sel], out("set_groups"), "set_groups", [c.groups_table])
     for control in (c.top_n, c.sort):
         on(control.change, e.on_view, [c.state, *sel], out("view"), "view", [c.heat])
     on(c.concept_btn.click, e.on_add_concept, [c.state, c.new_concept, *sel], out("add_concept", c.new_concept),
        "add_concept", [c.heat])
     # The what-if shows at once, then what Apply gives once the refit is done.
-    preview = on(c.preview_btn.click, e.on_preview, [c.state, c.action, c.factor], c.preview_md, "preview",
-                 [c.preview_md])
-    on(preview.success, e.on_preview_refit, [c.state, c.action, c.factor], c.preview_md, "preview_refit",
+    what = [c.action, c.factor, c.proxies, c.with_labels, c.alpha]
+    preview = on(c.preview_btn.click, e.on_preview, [c.state, *what], c.preview_md, "preview", [c.preview_md])
+    on(preview.success, e.on_preview_refit, [c.state, *what], c.preview_md, "preview_refit",
        show_progress="hidden")  # the at-once answer stays readable ("refitting...") until the refit replaces it
-    edits = {"apply": (c.apply_btn, [c.action, c.factor], lambda ws, a, f: ws.apply(ACTIONS.get(a, a), f)),
-             "blend": (c.alpha_btn, [c.alpha], lambda ws, a: ws.blend(a)),
-             "undo": (c.undo_btn, [c.jump_step], lambda ws, _: ws.move("undo")),
-             "redo": (c.redo_btn, [c.jump_step], lambda ws, _: ws.move("redo")),
-             "jump": (c.jump_btn, [c.jump_step], lambda ws, step: ws.move("jump", step))}
-    for api, (button, values, act) in edits.items():
-        on(button.click, e.edited(api, act), [c.state, *values, *sel], out(api, c.preview_md), api, [c.preview_md])
+    moves = {"apply": (c.apply_btn, e.on_apply, [c.action, c.factor, *sel, c.proxies, c.with_labels, c.alpha]),
+             "blend": (c.alpha_btn, e.on_blend, [c.alpha, *sel]), "undo": (c.undo_btn, e.on_undo, sel),
+             "redo": (c.redo_btn, e.on_redo, sel), "jump": (c.jump_btn, e.on_jump, [c.jump_step, *sel])}
+    for api, (button, handler, inputs) in moves.items():
+        on(button.click, handler, [c.state, *inputs], out(api, c.preview_md), api, [c.preview_md])
     on(c.import_btn.click, e.on_import, [c.state, c.log_file, *sel], out("import_log", c.preview_md), "import_log",
        [c.preview_md])
     on(c.export_btn.click, e.on_export, c.state, c.log_file, "export_log", [c.log_file])

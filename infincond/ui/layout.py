@@ -22,18 +22,19 @@ CSS = """
 #: The components that change together, refreshed as one: an event names the groups its change touches.
 GROUPS = {
     "config": ("config_md", "class_table", "samples_gallery"),
-    "perf": ("perf_md", "class_bars", "nec_curve", "pick_nec", "disagreements"),
+    "perf": ("perf_md", "class_bars", "nec_curve", "pick_nec", "disagreements", "group_by", "groups_table"),
+    "audit": ("audit_md", "audit_table", "audit_gallery"),
     "subset": ("subset_images",),
     "heat": ("heat",),
     "images": ("images_md", "concept_gallery"),
     "detail": ("detail_image", "detail_md", "detail_table"),
-    "tuning": ("selection_md", "edits"),
+    "tuning": ("selection_md", "proxies", "edits"),
     "provenance": ("log_plot", "log_table"),
     "controls": ("distill_btn", "preview_btn", "apply_btn", "alpha_btn", "undo_btn", "redo_btn", "jump_btn",
                  "export_btn", "import_btn", "save_btn", "zip_btn", "push_btn", "concept_btn"),
 }
 SETUP_FIELDS = ("teacher", "dataset", "config_name", "split", "image_column", "label_column", "encoder", "corpus",
-                "concepts_text", "samples")
+                "concepts_text", "samples", "group_column")
 
 
 def on_space() -> bool:
@@ -59,6 +60,8 @@ def _setup(c: SimpleNamespace, presets: dict[str, LoadSettings | None], default:
         with gr.Row():
             c.image_column = gr.Textbox(d.image_column, label="Image column")
             c.label_column = gr.Textbox(d.label_column, label="Label column")
+            c.group_column = gr.Textbox(d.group_column, label="Groups: class x (a column, or concept:<name>)",
+                                        placeholder="e.g. background (optional)")
         c.encoder = gr.Textbox(d.encoder, label="Dual encoder (CLIP-style)")
         c.corpus = gr.Radio(list(CORPUS_CHOICES), value=d.corpus, label="Concepts")
         c.concepts_text = gr.Textbox(d.concepts_text, label="Your concepts (comma-separated)", lines=2)
@@ -86,6 +89,11 @@ def _performance_and_heatmap(c: SimpleNamespace) -> None:
                                   color_map={"teacher": "#94a3b8", "student": "#f97316"})
         c.nec_curve = gr.LinePlot(x="NEC", y="fidelity", label="Fidelity vs NEC: pick a student")
         c.pick_nec = gr.Dropdown([], label="Student (NEC target)", interactive=True)
+        with gr.Row():
+            c.group_by = gr.Dropdown([], label="Worst-group accuracy on groups of class x", interactive=True,
+                                     allow_custom_value=False, elem_id="group-by")
+        c.groups_table = gr.Dataframe(label="Per group: teacher, student before and after the last action",
+                                      interactive=False, max_height=220, elem_id="groups-table")
         c.disagreements = gr.Dataframe(label="Where student and teacher disagree (click a row to open it)",
                                        interactive=False, max_height=200, elem_id="disagreements")
         c.subset_images = gr.Gallery(label="Disagreement subset", columns=8, height=160, allow_preview=True,
@@ -121,11 +129,25 @@ def _images_and_tuning(c: SimpleNamespace) -> None:
         with gr.Row():
             c.preview_btn = gr.Button("What if?", interactive=False)
             c.apply_btn = gr.Button("Apply (refit)", variant="primary", interactive=False)
+        c.proxies = gr.CheckboxGroup([], label="A remove holds these proxies at 0 with the concept: they track it "
+                                               "within classes (tick one to release it)", elem_id="proxies")
+        c.with_labels = gr.Checkbox(False, label="Fix with labels: blend them in (alpha below) in the remove's own refit")
         c.preview_md = gr.Markdown()
         with gr.Row():
             c.alpha = gr.Slider(0, 1, value=0, step=0.05, label="Blend labels into the target (alpha)")
             c.alpha_btn = gr.Button("Refit with this blend", interactive=False)
         c.edits = gr.Dataframe(label="Constraints in force", interactive=False, max_height=180)
+
+
+def _shortcuts(c: SimpleNamespace) -> None:
+    with gr.Column(elem_id="view-shortcuts", elem_classes="view"):
+        gr.Markdown("### Shortcuts: what the teacher relies on beyond the label")
+        c.audit_md = gr.Markdown()
+        with gr.Row(equal_height=False):
+            c.audit_table = gr.Dataframe(label="Findings, best first (click a row to select it for tuning)",
+                                         interactive=False, max_height=320, elem_id="audit-table", scale=3)
+            c.audit_gallery = gr.Gallery(label="The group it hurts, with where the concept is (heat)", columns=4,
+                                         height=320, allow_preview=True, elem_id="audit-gallery", scale=2)
 
 
 def _provenance_and_share(c: SimpleNamespace) -> None:
@@ -174,11 +196,14 @@ def layout(presets: dict[str, LoadSettings | None], secret: str | None = None) -
     with gr.Row(equal_height=False):
         _performance_and_heatmap(c)
     with gr.Row(equal_height=False):
+        _shortcuts(c)
+    with gr.Row(equal_height=False):
         _images_and_tuning(c)
     with gr.Row(equal_height=False):
         _provenance_and_share(c)
     c.hidden_concept, c.hidden_class = gr.Textbox(visible=False), gr.Textbox(visible=False)
     c.hidden_btn = gr.Button(visible=False)
+    c.finding_index, c.finding_btn = gr.Number(0, precision=0, visible=False), gr.Button(visible=False)
     c.session_id = gr.Textbox(visible=False)  # the API's way to name a session (the browser keeps its own)
     c.session_btn, c.restore_api_btn = gr.Button(visible=False), gr.Button(visible=False)
     c.timer = gr.Timer(1.0, active=False)

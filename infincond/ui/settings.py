@@ -17,7 +17,8 @@ class LoadSettings:
     """What to load: repo ids or paths, dataset settings, the concept corpus and the sample size.
 
     ``corpus``: "builtin", "typed" (``concepts_text`` only) or "builtin+typed"; ``corpus_file`` (one
-    concept per line) replaces the built-in corpus when given.
+    concept per line) replaces the built-in corpus when given. ``group_column``: the groups worst-group
+    accuracy is measured on (a categorical column, "concept:<name>", or "" for none).
     """
 
     teacher: str
@@ -31,6 +32,7 @@ class LoadSettings:
     corpus: str = "builtin+typed"
     concepts_text: str = ""
     corpus_file: str | None = None
+    group_column: str = ""
 
     def __post_init__(self) -> None:
         check_choice("corpus", self.corpus, CORPUS_CHOICES)

@@ -16,7 +16,7 @@ import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +27,18 @@ from ..analysis import (
     class_presence,
     disagreement_subsets,
     images_with_concept,
+    influence,
     nec_sweep,
     top_concepts,
 )
+from ..audit import AuditReport, Finding, audit, concept_map
 from ..checks import check_integer, check_number
 from ..concepts.encoder import ConceptEncoder
 from ..data import ImageSource
 from ..distill import DistillConfig
 from ..errors import ConfigError
 from ..features import FeatureSet
+from ..groups import CONCEPT_PREFIX, Groups, categorical_columns, groups_for
 from ..hub import check_repo_id
 from ..linear import standardisation
 from ..metrics import Metrics
@@ -78,6 +81,8 @@ class Workspace:
     image: int | None = None  # a FeatureSet position
     subset: tuple[str, str] | None = None  # the opened disagreement subset: (teacher says, student says)
     added_concepts: list[str] = field(default_factory=list)  # typed in after loading (scored on kept regions)
+    groups: Groups | None = None  # class x the chosen attribute, on every row of the features
+    finding: tuple[str, str] | None = None  # the shortcut audit's opened finding: (class, concept)
     id: str = field(default_factory=_new_id)
     cache_dir: str | None = None
     shared: SharedCache = field(default=SHARED, repr=False)
@@ -123,8 +128,10 @@ class Workspace:
         inputs = load_inputs(settings.teacher, settings.data_config(), settings.encoder, settings.corpus_value(),
                              progress=progress, cache=self.shared)
         features = extract_concepts(inputs, self.cache_dir, progress, cache=self.shared)
+        groups = groups_for(features, inputs.source, settings.group_column)  # a bad column is refused here
         self.settings, self.source, self.teacher, self.encoder = settings, inputs.source, inputs.teacher, inputs.encoder
         self._use(features)
+        self.groups = groups
 
     def load_features(self, features: FeatureSet, source: ImageSource | None = None,
                       encoder: ConceptEncoder | None = None) -> None:
@@ -134,7 +141,7 @@ class Workspace:
         self._use(features)
 
     def _use(self, features: FeatureSet) -> None:
-        self.features, self.added_concepts = features, []
+        self.features, self.added_concepts, self.groups, self.finding = features, [], None, None
         self.sessions = {key: s for key, s in self.sessions.items() if len(s.log) > 1 or key[0] == features.fingerprint}
         self.sweep, self.nec = [], None
         self.concept, self.class_id, self.image, self.subset = None, None, None, None
@@ -160,7 +167,9 @@ class Workspace:
             raise ConfigError(f"No student at NEC {nec}; the sweep has {[p.nec_target for p in self.sweep]}.")
         key = (self.features.fingerprint, nec)
         if key not in self.sessions:
-            self.sessions[key] = TuningSession(self.features, point.student)
+            self.sessions[key] = TuningSession(self.features, point.student, groups=self.groups)
+        elif self.sessions[key].groups is not self.groups:
+            self.sessions[key].set_groups(self.groups)
         self.nec, self.image, self.subset = nec, None, None
         if self.concept is None or self.class_id is None:
             self.select_strongest()
@@ -178,7 +187,7 @@ class Workspace:
         self.require("session")
         presence = self.shared.get("derived", ("class_presence", self.features.fingerprint),
                                    lambda: class_presence(self.features, self.session.initial))
-        return self._derived("influence", lambda: self.session.weight * presence)
+        return self._derived("influence", lambda: influence(self.session.weight, presence))
 
     def evaluation(self) -> Metrics:
         """The current student's full metrics on the evaluation rows."""
@@ -197,6 +206,54 @@ class Workspace:
             return None
         group = next((g for g in self.disagreement_subsets() if (g["teacher"], g["student"]) == self.subset), None)
         return group["positions"] if group is not None else np.zeros(0, dtype=np.int64)
+
+    def audit(self) -> AuditReport:
+        """The shortcut audit of the current student's teacher on the validation rows (see
+        :func:`infincond.audit.audit`)."""
+        self.require("session")
+        return self._derived("audit", lambda: audit(self.features, self.session.student, influence=self.influence()))
+
+    def opened_finding(self) -> Finding | None:
+        """The audit's finding opened last (None when none is, or it is gone after an edit)."""
+        if self.finding is None or self.session is None:
+            return None
+        return next((f for f in self.audit().findings if (f.class_name, f.concept) == self.finding), None)
+
+    def open_finding(self, index: int) -> None:
+        """Open the ``index``-th finding of the audit: its images, and its (concept, class) selected for tuning."""
+        findings = self.audit().findings
+        if not findings:
+            raise ConfigError("The audit found nothing to open.")
+        f = findings[check_integer("finding", index, 0, len(findings) - 1)]
+        self.select(f.concept, f.class_name)
+        self.finding = (f.class_name, f.concept)
+
+    def concept_maps(self, positions, concept: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Where ``concept`` is in each image at ``positions``: its presence per region and the regions' boxes."""
+        return [concept_map(self.features, int(p), int(concept)) for p in positions]
+
+    # -- groups ---------------------------------------------------------------------------------------
+    def group_choices(self) -> list[str]:
+        """What groups can be: the dataset's categorical columns, then "concept:<name>" for the concepts the
+        audit flags (the top finding of each class)."""
+        if self.features is None:
+            return []
+        columns = [] if self.source is None else categorical_columns(
+            self.source.dataset, exclude=(self.source.image_column, self.source.label_column))
+        flagged = [] if self.session is None else [f.concept for f in self.audit().findings]
+        return columns + [CONCEPT_PREFIX + c for c in dict.fromkeys(flagged)]
+
+    def set_groups(self, choice: str | None) -> None:
+        """Measure worst-group accuracy on class x ``choice`` (a column, "concept:<name>", or "" for none):
+        every tuning session's metrics, past steps included, are measured again."""
+        self.require("features")
+        groups = groups_for(self.features, self.source, choice or "")
+        self.groups = groups
+        if self.settings is not None:
+            self.settings = replace(self.settings, group_column=choice or "")
+        for (fingerprint, _), session in self.sessions.items():
+            if fingerprint == self.features.fingerprint:
+                session.set_groups(groups)
 
     def concept_images(self, concept: int) -> np.ndarray:
         """Positions of the images where ``concept`` is most present (the same for every student)."""
@@ -217,6 +274,11 @@ class Workspace:
         if concept_id != self.concept:
             self.image = None
         self.concept, self.class_id = concept_id, class_id
+
+    def proxies(self) -> list[tuple[str, float]]:
+        """The proxies of the selected concept (what removing it holds), with their correlation."""
+        self.require("selection")
+        return self.session.proxies(self.session.concepts[self.concept])
 
     def heatmap_order(self, n: int, sort: str = "any class") -> list[int]:
         """The concepts (indices) of the heatmap's rows: the ``n`` most influential on any class, or on the
@@ -306,23 +368,37 @@ class Workspace:
         self.features = features
 
     # -- tuning ---------------------------------------------------------------------------------------
-    def edit(self, action: str, factor: float | None = None) -> Edit:
+    def edit(self, action: str, factor: float | None = None, release: list[str] | None = None,
+             label_weight: float | None = None) -> Edit:
+        """The edit of the selection. For a remove: ``release``, proxies not to hold (the others it finds are
+        held), ``label_weight``: blend the labels in the same refit (None: no)."""
         self.require("session")
         self.require("selection")
         action = Action.parse(action)
         if action.scales:
             factor = check_number("factor", factor, 1.0, low_open=True)
-        return Edit(action.value, self.session.concepts[self.concept], self.session.class_names[self.class_id],
-                    factor if action.scales else None)
+        concept, class_name = self.session.concepts[self.concept], self.session.class_names[self.class_id]
+        if action != Action.REMOVE:
+            return Edit(action.value, concept, class_name, factor if action.scales else None)
+        found = [name for name, _ in self.proxies()]
+        unknown = set(release or ()) - set(found)
+        if unknown:
+            raise ConfigError(f"{sorted(unknown)} are not proxies of '{concept}': release some of {found}, or none.")
+        if label_weight is not None:
+            label_weight = check_number("alpha", label_weight, 0.0, 1.0)
+        return Edit(action.value, concept, class_name, released=tuple(p for p in found if p in set(release or ())),
+                    label_weight=label_weight)
 
-    def preview(self, action: str, factor: float | None = None, refit: bool = True) -> Preview:
+    def preview(self, action: str, factor: float | None = None, release: list[str] | None = None,
+                label_weight: float | None = None, refit: bool = True) -> Preview:
         """What the edit would do: with ``refit`` exactly what Apply gives, else at once (the edited weights
         moved, the others held)."""
-        edit = self.edit(action, factor)  # checks that there is a session first
+        edit = self.edit(action, factor, release, label_weight)  # checks that there is a session first
         return self.session.preview(edit, refit=refit)
 
-    def apply(self, action: str, factor: float | None = None) -> LogEntry:
-        edit = self.edit(action, factor)
+    def apply(self, action: str, factor: float | None = None, release: list[str] | None = None,
+              label_weight: float | None = None) -> LogEntry:
+        edit = self.edit(action, factor, release, label_weight)
         return self.session.apply(edit)
 
     def blend(self, alpha: float) -> LogEntry:
@@ -340,7 +416,7 @@ class Workspace:
         """Replay a log (recorded on these features) as the session of its student's NEC target. A session
         with edits that it replaces is exported first, into the session folder, whose path is returned."""
         self.require("features")
-        session = TuningSession.replay(self.features, path, strict=False)
+        session = TuningSession.replay(self.features, path, strict=False, groups=self.groups)
         nec = session.initial.config.nec or int(round(session.initial.nec))
         key = (self.features.fingerprint, nec)
         kept = None

@@ -13,9 +13,11 @@ from .settings import LoadSettings
 
 
 def shapes_preset(world: World, samples: int = 600) -> LoadSettings:
-    """The offline Shapes world as a preset: its dataset, teacher and encoder, and its vocabulary typed in."""
+    """The offline Shapes world as a preset: its dataset, teacher and encoder, its vocabulary typed in, and
+    its groups: class x background (where the teacher's shortcut lies)."""
     return LoadSettings(teacher=str(world.teacher), dataset=str(world.dataset), encoder=str(world.encoder),
-                        split="train", samples=samples, corpus="builtin+typed", concepts_text=", ".join(world.concepts))
+                        split="train", samples=samples, corpus="builtin+typed", concepts_text=", ".join(world.concepts),
+                        group_column="background")
 
 
 class WorldJob:
