@@ -15,7 +15,7 @@ from .concepts.corpus import ConceptCorpus
 from .concepts.encoder import ConceptEncoder
 from .data import DataConfig, ImageSource
 from .distill import DistillConfig, distill
-from .errors import ConfigError
+from .errors import ColumnDetectionError, ConfigError
 from .extract.runtime import processes
 from .features import ExtractConfig, FeatureSet, extract_features, fingerprint, map_labels
 from .groups import groups_for
@@ -111,13 +111,18 @@ def on_split(inputs: Inputs, split: str, cache: SharedCache | None = None) -> In
     balanced test split to audit on, say); a split without labels among the teacher's classes is a
     ConfigError, since what is measured there is measured against labels."""
     data = replace(inputs.source.config, split=split, samples=None)
-    source = _through(cache, "source", lambda: (json.dumps(data.to_dict(), sort_keys=True),
-                                                ref_key(data.dataset, data.revision)), lambda: ImageSource.load(data))
+    unlabelled = (f"The split {split!r} of {data.dataset!r} has no labels among the teacher's classes, so nothing can "
+                  "be measured on it: pass a labelled split (CLI: --audit-split), or none to use the validation rows.")
+    try:
+        source = _through(cache, "source", lambda: (json.dumps(data.to_dict(), sort_keys=True),
+                                                    ref_key(data.dataset, data.revision)), lambda: ImageSource.load(data))
+    except ColumnDetectionError as error:
+        if "label column" not in str(error).lower():
+            raise
+        raise ConfigError(unlabelled) from error
     mapped = map_labels(source.label_names, inputs.teacher.class_names)
     if source.labels is None or mapped is None or not (mapped[source.labels[source.labels >= 0]] >= 0).any():
-        raise ConfigError(f"The split {split!r} of {data.dataset!r} has no labels among the teacher's classes, so "
-                          "nothing can be measured on it: pass a labelled split (CLI: --audit-split), or none to "
-                          "use the validation rows.")
+        raise ConfigError(unlabelled)
     return replace(inputs, source=source)
 
 

@@ -272,3 +272,34 @@ def test_cli_audit_and_distill_with_groups_on_the_shapes_world(world, tmp_path, 
     assert "'lake' is not a column of the dataset; pass one of ['colour', 'pattern', 'size', 'background', " \
            "'rocks']" in capsys.readouterr().err
     assert not (tmp_path / "s2").exists()
+
+
+def test_an_audit_split_without_labels_is_refused_before_the_distillation(repos, tmp_path, capsys):
+    from datasets import DatasetDict
+
+    from infincond.cli import main
+    from infincond.testing import make_shapes_dataset
+
+    labelled = make_shapes_dataset(40)
+    DatasetDict({"train": labelled, "wild": labelled.remove_columns(["label"])}).save_to_disk(str(tmp_path / "data"))
+    args = ["audit", "--teacher", repos["teacher"], "--dataset", str(tmp_path / "data"), "--encoder", repos["clip"],
+            "--extra-concepts", "red,green,blue", "--samples", "0", "--cache-dir", str(tmp_path / "cache"), "--nec", "1"]
+    assert main([*args, "--audit-split", "wild"]) == 2
+    message = capsys.readouterr().err
+    assert "The split 'wild'" in message and "has no labels among the teacher's classes" in message
+    assert "pass a labelled split (CLI: --audit-split)" in message
+
+
+def test_a_refused_group_choice_changes_nothing_in_the_workspace():
+    from infincond.ui import Workspace
+
+    ws = Workspace()
+    ws.load_features(TRAIN)
+    ws.distill(3, necs=(3,), progress=False)
+    ws.set_groups("concept:water")
+    before = ws.groups, ws.session.metrics
+    for bad in ("concept:lava", "background"):  # an unknown concept; a column without the dataset
+        with pytest.raises(ConfigError):
+            with ws.transaction():
+                ws.set_groups(bad)
+        assert (ws.groups, ws.session.metrics) == before
