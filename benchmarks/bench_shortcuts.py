@@ -126,9 +126,9 @@ def measure(seed: int, cls: str, background: str, developed: bool, quick: bool) 
     rows[0]["agree"] = 1.0
     k = train.concepts.index(background)
 
-    def session_row(name: str, **remove) -> dict:
+    def session_row(name: str, target: str | None = cls, **remove) -> dict:
         session = TuningSession(train, student, eval_features=test, groups=groups)
-        entry = session.remove(background, cls, **remove)
+        entry = session.remove(background, target, **remove)
         return row(name, session.weight, session.state.bias, seconds=entry.seconds, session=session)
 
     one = session_row(f"remove '{background}' for {cls} (teacher only, its proxies held at 0)")
@@ -141,6 +141,7 @@ def measure(seed: int, cls: str, background: str, developed: bool, quick: bool) 
     rows.append(row("post-hoc CBM: prune + renormalise, no refit", pruned, student.bias))
     predictions, name = dfr_ceiling(train, test, groups, train_groups)
     rows.append(row(name, predictions=predictions))
+    rows.append(session_row(f"remove '{background}' for every class (teacher only), for comparison", None))
     held = one["session"].log[-1].held
     grew = [h["concept"] for h in held if abs(h["after"]) > abs(h["before"]) + 1e-9]
     kinds = one["session"].state.kind[c]
