@@ -13,13 +13,14 @@ import os
 
 from infincond.demo import load_world
 from infincond.ui import WorldJob, build_app, launch_kwargs
+from infincond.ui.world_job import SHAPES_SAMPLES
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--samples", type=int, default=600, help="images sampled from the Shapes world")
+    parser.add_argument("--samples", type=int, default=SHAPES_SAMPLES, help="images sampled from the Shapes world")
     parser.add_argument("--world", default=os.environ.get("INFINCOND_WORLD"),
                         help="a built Shapes world folder (default: the cached default world, built when missing)")
     args = parser.parse_args()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from gradio_client import Client
 
-N_OPTIONS = (20, "any class")
+N_OPTIONS = (20, "any class")  # the heatmap's options, which the events of earlier versions took
 DOWNLOAD = [False]  # --download: the client also fetches every image an event returns, as a browser does
 TARGETS = {"select": 0.15, "preview": 0.15, "top-N": 0.15, "sort": 0.15, "undo": 0.15, "redo": 0.15, "jump": 0.15,
            "finding": 0.3, "apply": 1.0, "refit": 1.0, "distil": 15.0}
@@ -62,16 +62,29 @@ def cells(client: Client, out) -> list[tuple[str, str]]:
     return [(row["concept"], classes[i % len(classes)]) for i, row in enumerate(table[:6])]
 
 
+def predict(client: Client, *args, api_name: str):
+    """``client.predict``, with the heatmap's options appended where the app's version still takes them
+    (an earlier version run with --url, for the before / after)."""
+    key = (id(client), api_name, len(args))
+    if key not in LEGACY:  # read once, outside the timings
+        parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]["parameters"]
+        LEGACY[key] = len(parameters) >= len(args) + 2 and parameters[len(args) + 1].get("parameter_default") == N_OPTIONS[1]
+    return client.predict(*args, *(N_OPTIONS if LEGACY[key] else ()), api_name=api_name)
+
+
+LEGACY: dict[tuple, bool] = {}
+
+
 def events(client: Client, repeats: int, distil: float) -> dict[str, list[float]]:
     """Each interactive event, ``repeats`` times (the student is brought back after each apply)."""
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    out = client.predict(5, *N_OPTIONS, api_name="/distill")
+    out = predict(client, 5, api_name="/distill")
     pairs = cells(client, out)
     times: dict[str, list[float]] = {name: [] for name in TARGETS}
     times["distil"].append(distil)
     for i in range(repeats):
         concept, cls = pairs[i % len(pairs)]
-        times["select"].append(timed(lambda c=concept, k=cls: client.predict(c, k, *N_OPTIONS, api_name="/select")))
+        times["select"].append(timed(lambda c=concept, k=cls: predict(client, c, k, api_name="/select")))
         times["preview"].append(timed(lambda: client.predict("Down-tune", 2.0, api_name="/preview")))
         if "/preview_refit" in endpoints:  # the what-if's second step: what Apply gives
             times["refit"].append(timed(lambda: client.predict("Down-tune", 2.0, api_name="/preview_refit")))
@@ -80,11 +93,11 @@ def events(client: Client, repeats: int, distil: float) -> dict[str, list[float]
             times["sort"].append(timed(lambda o=("selected class", "any class")[i % 2]: client.predict(
                 20, o, api_name="/view")))
         if "/finding" in endpoints:  # the shortcut audit's view: a finding opened, its heat-mapped images
-            times["finding"].append(timed(lambda j=i % 3: client.predict(j, *N_OPTIONS, api_name="/finding")))
-        times["apply"].append(timed(lambda: client.predict("Down-tune", 2.0, *N_OPTIONS, api_name="/apply")))
-        times["undo"].append(timed(lambda: client.predict(*N_OPTIONS, api_name="/undo")))
-        times["redo"].append(timed(lambda: client.predict(*N_OPTIONS, api_name="/redo")))
-        times["jump"].append(timed(lambda: client.predict(0, *N_OPTIONS, api_name="/jump")))
+            times["finding"].append(timed(lambda j=i % 3: predict(client, j, api_name="/finding")))
+        times["apply"].append(timed(lambda: predict(client, "Down-tune", 2.0, api_name="/apply")))
+        times["undo"].append(timed(lambda: predict(client, api_name="/undo")))
+        times["redo"].append(timed(lambda: predict(client, api_name="/redo")))
+        times["jump"].append(timed(lambda: predict(client, 0, api_name="/jump")))
     return times
 
 
@@ -113,10 +126,15 @@ def serve(demo) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
-def load_args(preset) -> tuple:
-    return (preset.teacher, preset.dataset, preset.config_name or "", preset.split or "", preset.image_column,
-            preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples, preset.group_column, None,
-            *N_OPTIONS)
+def load(client: Client, preset) -> None:
+    """/load with the preset's settings (an earlier version has no group column, and takes the heatmap's options)."""
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/load"]["parameters"]
+    args = [preset.teacher, preset.dataset, preset.config_name or "", preset.split or "", preset.image_column,
+            preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples,
+            preset.group_column, None]
+    if len(parameters) == 13:  # before the group column and without named parameters: the heatmap's options last
+        args = [*args[:10], None, *N_OPTIONS]
+    client.predict(*args, api_name="/load")
 
 
 def shapes(args: argparse.Namespace) -> None:
@@ -130,18 +148,18 @@ def shapes(args: argparse.Namespace) -> None:
     try:
         base = rss_mb()
         client = Client(url, verbose=False, download_files=DOWNLOAD[0])
-        load = timed(lambda: client.predict(*load_args(preset), api_name="/load"))
-        distil = timed(lambda: client.predict(5, *N_OPTIONS, api_name="/distill"))
-        print(f"\n1. Shapes world, {args.samples} train images: load {load:.1f} s (extraction included, first time), "
+        load_s = timed(lambda: load(client, preset))
+        distil = timed(lambda: predict(client, 5, api_name="/distill"))
+        print(f"\n1. Shapes world, {args.samples} train images: load {load_s:.1f} s (extraction included, first time), "
               f"distil {distil:.1f} s")
         report("   per event (round trip through gradio_client):", events(client, args.repeats, distil))
         one = rss_mb()
 
         def session(_: int) -> None:
             other = Client(url, verbose=False, download_files=DOWNLOAD[0])
-            other.predict(*load_args(preset), api_name="/load")
-            other.predict(5, *N_OPTIONS, api_name="/distill")
-            other.predict("Remove", 2.0, *N_OPTIONS, api_name="/apply")
+            load(other, preset)
+            predict(other, 5, api_name="/distill")
+            predict(other, "Remove", 2.0, api_name="/apply")
 
         with ThreadPoolExecutor(7) as pool:
             list(pool.map(session, range(7)))
@@ -168,7 +186,7 @@ def synthetic(args: argparse.Namespace) -> None:
     url = serve(demo)
     try:
         client = Client(url, verbose=False, download_files=DOWNLOAD[0])
-        distil = timed(lambda: client.predict(5, *N_OPTIONS, api_name="/distill"))
+        distil = timed(lambda: predict(client, 5, api_name="/distill"))
         report(f"2. Synthetic features, N = 50,000, K = 800, C = 10: distil {distil:.1f} s; per event (targets x2):",
                events(client, args.repeats, distil), scale=2.0)
     finally:
@@ -181,9 +199,9 @@ def remote(args: argparse.Namespace) -> None:
 
     preset = shapes_preset(load_world(args.world, build=False), args.samples)
     client = Client(args.url, verbose=False, download_files=DOWNLOAD[0])
-    load = timed(lambda: client.predict(*load_args(preset), api_name="/load"))
-    distil = timed(lambda: client.predict(5, *N_OPTIONS, api_name="/distill"))
-    print(f"\n1. The app at {args.url}, Shapes world, {args.samples} train images: load {load:.1f} s, distil {distil:.1f} s")
+    load_s = timed(lambda: load(client, preset))
+    distil = timed(lambda: predict(client, 5, api_name="/distill"))
+    print(f"\n1. The app at {args.url}, Shapes world, {args.samples} train images: load {load_s:.1f} s, distil {distil:.1f} s")
     report("   per event (round trip through gradio_client):", events(client, args.repeats, distil))
 
 

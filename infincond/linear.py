@@ -90,6 +90,11 @@ class LinearStudent:
                          score_std=np.concatenate([self.score_std, score_std]),
                          weight_std=None if self.weight_std is None else np.pad(self.weight_std, pad))
 
+    def widened_to(self, concept_scores: np.ndarray) -> LinearStudent:
+        """This student over every concept of ``concept_scores`` (N, K') (training rows, its own K concepts
+        first): the new ones standardised on these rows, with weight 0 (see :meth:`widened`)."""
+        return self.widened(*standardisation(np.asarray(concept_scores)[:, self.weight.shape[1]:]))
+
     def standardise(self, concept_scores: np.ndarray) -> np.ndarray:
         """(scores - score_mean) / score_std, (N, K) float32 (one new array, computed in place)."""
         out = np.subtract(concept_scores, self.score_mean, dtype=np.float32)

@@ -25,6 +25,7 @@ from infincond import (
 )
 from infincond.tuning import TuningSession
 from infincond.ui import LoadSettings, build_app, launch_kwargs, outputs_of
+from infincond.ui.events import EVENTS
 
 from .conftest import _free_port
 
@@ -68,9 +69,8 @@ def call(client: Client, api: str, *args) -> dict:
 def load_and_distil(client: Client, preset: LoadSettings, nec: int = NEC) -> dict:
     call(client, "load", preset.teacher, preset.dataset, preset.config_name or "", preset.split or "",
          preset.image_column, preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples,
-         preset.group_column,
-         None, 20, "any class")
-    return call(client, "distill", nec, 20, "any class")
+         preset.group_column, None)
+    return call(client, "distill", nec)
 
 
 def rows(table: dict) -> list[dict]:
@@ -88,12 +88,12 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     # Select a weight the student uses and down-tune it: the app's metrics are the core's.
     c, k = np.argwhere(student.weight != 0)[0]
     concept, cls = features.concepts[k], features.class_names[c]
-    out = call(client, "select", concept, cls, 20, "any class")
+    out = call(client, "select", concept, cls)
     assert f"**{concept}** for class **{cls}**" in out["selection_md"]
     preview = client.predict("Down-tune", 2.0, api_name="/preview")
     assert f"What if: down-tune '{concept}' for {cls} x2" in preview and "refitting..." in preview
     refitted = client.predict("Down-tune", 2.0, api_name="/preview_refit")  # what the page chains after it
-    out = call(client, "apply", "Down-tune", 2.0, 20, "any class")
+    out = call(client, "apply", "Down-tune", 2.0)
     entry = session.down(concept, cls, 2.0)
     assert "what Apply gives" in refitted
     assert f"fidelity {100 * entry.metrics_before['fidelity']:.1f}% -> {100 * entry.metrics_after['fidelity']:.1f}%" \
@@ -104,7 +104,7 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     assert log[-1]["accuracy"] == f"{100 * entry.metrics_after['accuracy']:.1f}%"
     assert f"weight {entry.changes[0]['after']:+.3f}" in out["selection_md"]
     # Undo, then export the log: it replays on the core's features to the undone (= distilled) student.
-    undone = call(client, "undo", 20, "any class")
+    undone = call(client, "undo")
     assert rows(undone["log_table"])[-1]["action"].startswith("undo") and rows(undone["log_table"])[-1]["current"] == "●"
     path = client.predict(api_name="/export_log")
     log_json = json.loads(open(path).read())
@@ -116,7 +116,7 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     # Another session imports that log: it replays to the same history.
     other = Client(app_url, verbose=False)
     load_and_distil(other, preset)
-    out = call(other, "import_log", handle_file(path), 20, "any class")
+    out = call(other, "import_log", handle_file(path))
     assert out["preview_md"] == "Imported and replayed 3 steps (largest weight gap 0)."
     assert [r["action"] for r in rows(out["log_table"])] == [r["action"] for r in rows(undone["log_table"])]
 
@@ -126,19 +126,19 @@ def test_errors_are_clear_messages_and_two_clients_are_isolated(app_url, preset)
     with pytest.raises(AppError, match="Distil a student first"):
         second.predict("Down-tune", 2.0, api_name="/preview")
     load_and_distil(first, preset)
-    first.predict("Remove", 2.0, 20, "any class", api_name="/apply")
+    first.predict("Remove", 2.0, api_name="/apply")
     # The second client still has nothing: the first one's student is not shared.
     with pytest.raises(AppError, match="Distil a student first"):
-        second.predict(20, "any class", api_name="/undo")
+        second.predict(api_name="/undo")
     out = load_and_distil(second, preset, nec=1)
     assert [r["action"] for r in rows(out["log_table"])] == ["distilled student"]
     assert "NEC 1.0" in out["perf_md"]
     # ...and the first client's history is untouched by the second's distillation.
-    out = call(first, "undo", 20, "any class")
+    out = call(first, "undo")
     assert [r["action"].split(" ")[0] for r in rows(out["log_table"])] == ["distilled", "remove", "undo"]
     assert f"NEC {NEC}.0" in out["perf_md"]
     with pytest.raises(AppError, match="Unknown concept 'nope'"):
-        first.predict("nope", "circle", 20, "any class", api_name="/select")
+        first.predict("nope", "circle", api_name="/select")
 
 
 def test_push_from_the_app_reaches_the_hub_and_loads_back(app_url, preset, core, hub, monkeypatch, tmp_path):
@@ -168,9 +168,9 @@ def test_restore_after_up_tune_then_export_save_zip_and_push(app_url, preset, hu
     out = load_and_distil(client, preset)
     concept = rows(out["heat"])[0]["concept"]
     cls = next(name for name in rows(out["heat"])[0] if name != "concept")
-    client.predict(concept, cls, 20, "any class", api_name="/select")
-    client.predict("Up-tune", 2.0, 20, "any class", api_name="/apply")
-    out = call(client, "apply", "Restore", 2.0, 20, "any class")
+    client.predict(concept, cls, api_name="/select")
+    client.predict("Up-tune", 2.0, api_name="/apply")
+    out = call(client, "apply", "Restore", 2.0)
     assert rows(out["log_table"])[-1]["action"] == f"restore '{concept}' for {cls}"
     log = json.loads(open(client.predict(api_name="/export_log")).read())
     assert log["entries"][-1]["changes"][0]["lower"] is None and log["entries"][-1]["changes"][0]["upper"] is None
@@ -191,22 +191,24 @@ def test_restore_after_up_tune_then_export_save_zip_and_push(app_url, preset, hu
 def test_switching_students_keeps_each_tuning_session(app_url, preset):
     client = Client(app_url, verbose=False)
     load_and_distil(client, preset)
-    client.predict("Remove", 2.0, 20, "any class", api_name="/apply")
-    tuned = [r["action"] for r in rows(call(client, "pick_student", 5, 20, "any class")["log_table"])]
+    client.predict("Remove", 2.0, api_name="/apply")
+    tuned = [r["action"] for r in rows(call(client, "pick_student", 5)["log_table"])]
     assert tuned == ["distilled student"]  # NEC 5 has its own, fresh session
-    back = call(client, "pick_student", NEC, 20, "any class")
+    back = call(client, "pick_student", NEC)
     assert [r["action"].split(" ")[0] for r in rows(back["log_table"])] == ["distilled", "remove"]
     assert rows(back["log_table"])[-1]["current"] == "●"
     # Distilling again keeps the session of a student with edits.
-    again = call(client, "distill", NEC, 20, "any class")
-    assert [r["action"].split(" ")[0] for r in rows(again["log_table"])] == ["distilled", "remove"]
+    again = call(client, "distill", NEC)
+    assert again["log_table"] == {"__type__": "update"}  # the same student, its session kept: nothing to redraw
+    log = json.loads(open(client.predict(api_name="/export_log")).read())
+    assert [e["action"] for e in log["entries"]] == ["start", "edit"]
 
 
 
 def test_a_typed_concept_is_scored_shown_and_tunable_without_an_image_pass(app_url, preset, monkeypatch):
     client = Client(app_url, verbose=False)
     load_and_distil(client, preset)
-    call(client, "apply", "Remove", 2.0, 20, "any class")
+    call(client, "apply", "Remove", 2.0)
     before = json.loads(open(client.predict(api_name="/export_log")).read())
     from infincond.extract import engine
 
@@ -214,7 +216,7 @@ def test_a_typed_concept_is_scored_shown_and_tunable_without_an_image_pass(app_u
         raise AssertionError("adding a concept must not read images")
 
     monkeypatch.setattr(engine, "run_extraction", no_image_pass)
-    out = call(client, "add_concept", "zebra stripes", 20, "any class")
+    out = call(client, "add_concept", "zebra stripes")
     assert out["new_concept"] == ""
     assert "Where **zebra stripes** is most present" in out["images_md"]
     assert "zebra stripes" in [row["concept"] for row in rows(out["heat"])]
@@ -222,7 +224,7 @@ def test_a_typed_concept_is_scored_shown_and_tunable_without_an_image_pass(app_u
     after = json.loads(open(client.predict(api_name="/export_log")).read())
     assert [e["summary"] for e in after["entries"]] == [e["summary"] for e in before["entries"]]
     np.testing.assert_allclose(np.asarray(after["final"]["weight"])[:, :-1], before["final"]["weight"], atol=1e-9)
-    out = call(client, "apply", "Up-tune", 2.0, 20, "any class")  # a concept no class used: now it is used
+    out = call(client, "apply", "Up-tune", 2.0)  # a concept no class used: now it is used
     assert rows(out["log_table"])[-1]["action"].startswith("up-tune 'zebra stripes' for")
 
 
@@ -237,7 +239,7 @@ def test_the_shortcut_view_opens_a_finding_for_tuning_and_the_groups_can_change(
     assert findings and {"class", "concept", "score", "hurts"} <= set(findings[0])
     assert "label held" in out["audit_md"] and out["audit_gallery"]  # the hurt group's images, heat-mapped
     # Open the first finding: its concept and class are selected, with Remove as the edit.
-    opened = call(client, "finding", 0, 20, "any class")
+    opened = call(client, "finding", 0)
     first = findings[0]
     assert opened["action"] == "Remove"
     assert f"**{first['concept']}** for class **{first['class']}**" in opened["selection_md"]
@@ -250,8 +252,24 @@ def test_the_shortcut_view_opens_a_finding_for_tuning_and_the_groups_can_change(
     # A group column the dataset lacks is refused (the picker lists what can group); a concept's presence can.
     with pytest.raises(AppError, match="lake is not in the list of choices: \\['colour', 'pattern', 'size', "
                                        "'background', 'rocks', 'concept:"):
-        client.predict("lake", 20, "any class", api_name="/set_groups")
-    out = call(client, "set_groups", f"concept:{first['concept']}", 20, "any class")
+        client.predict("lake", api_name="/set_groups")
+    out = call(client, "set_groups", f"concept:{first['concept']}")
     assert all(f"'{first['concept']}' p" in g["group"] or f"'{first['concept']}' a" in g["group"]
                for g in rows(out["groups_table"]))
     assert out["group_by"]["value"] == f"concept:{first['concept']}"
+
+
+def test_every_endpoint_names_its_parameters_and_labels_its_outputs(app_url):
+    import re
+
+    endpoints = Client(app_url, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert len(endpoints) >= 25
+    for name, endpoint in endpoints.items():
+        parameters = [p["parameter_name"] for p in endpoint["parameters"]]
+        labels = [r["label"] for r in endpoint["returns"]]
+        assert not [p for p in parameters if re.fullmatch(r"param_\d+", p or "")], (name, parameters)
+        assert labels and not [v for v in labels if not v or re.fullmatch(r"value_\d+", v)], (name, labels)
+        if name.lstrip("/") in EVENTS:  # what the tests read an event's outputs by is what the API returns
+            assert len(outputs_of(name.lstrip("/"))) == len(labels), name
+    assert [p["parameter_name"] for p in endpoints["/apply"]["parameters"]] == ["action", "factor", "release",
+                                                                                 "with_labels", "alpha"]

@@ -241,8 +241,8 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
     from .test_app import call, load_and_distil, rows
 
     fresh = Client(app, verbose=False)
-    for api, args in (("/apply", ("Down-tune", 2.0, 20, "any class")), ("/export_log", ()), ("/download", ()),
-                      ("/undo", (20, "any class")), ("/distill", (3, 20, "any class")),
+    for api, args in (("/apply", ("Down-tune", 2.0)), ("/export_log", ()), ("/download", ()),
+                      ("/undo", ()), ("/distill", (3,)),
                       ("/save", (str(tmp_path / "early"),))):
         with pytest.raises(AppError, match="(Distil a student|Load a teacher and a dataset) first"):
             fresh.predict(*args, api_name=api)  # events out of order
@@ -250,8 +250,8 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
     out = load_and_distil(client, preset)
     heat = rows(out["heat"])
     concept, cls = heat[0]["concept"], next(c for c in heat[0] if c != "concept")
-    client.predict(concept, cls, 20, "any class", api_name="/select")
-    client.predict("Up-tune", 2.0, 20, "any class", api_name="/apply")
+    client.predict(concept, cls, api_name="/select")
+    client.predict("Up-tune", 2.0, api_name="/apply")
 
     def snapshot() -> tuple:
         log = json.loads(Path(client.predict(api_name="/export_log")).read_text())
@@ -266,8 +266,8 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
     other = tmp_path / "other.json"
     other.write_text('{"format": "something else"}')
     load = [preset.teacher, preset.dataset, preset.config_name or "", preset.split or "", preset.image_column,
-            preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples, preset.group_column, None, 20,
-            "any class"]
+            preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples, preset.group_column,
+            None]
 
     def with_load(**changes):
         args = list(load)
@@ -283,24 +283,24 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
         ("/load", with_load(a9=1), "Value 1 is less than minimum value 20"),  # Gradio checks its bounds
         ("/load", with_load(a7="typed", a8=""), "Type at least one concept"),
         ("/load", with_load(a7="everything"), "'everything' (type: <class 'str'>) is not in the list of choices"),
-        ("/distill", (0, 20, "any class"), "Value 0 is less than minimum value 1"),
-        ("/distill", (1000, 20, "any class"), "Value 1000 is greater than maximum value 40"),
-        ("/pick_student", (7, 20, "any class"), "Value: 7 is not in the list of choices: [1, 2, 3, 5, 10, 20]"),
-        ("/select", ("unicorn", cls, 20, "any class"), "Unknown concept 'unicorn'"),
-        ("/select", (concept, "dragon", 20, "any class"), "Unknown class 'dragon'"),
-        ("/select", (concept, cls, 0, "any class"), "Value 0 is less than minimum value 5"),
-        ("/select", (concept, cls, 20, "sideways"), "'sideways' (type: <class 'str'>) is not in the list of choices"),
+        ("/distill", (0,), "Value 0 is less than minimum value 1"),
+        ("/distill", (1000,), "Value 1000 is greater than maximum value 200"),
+        ("/pick_student", (7,), "No student at NEC 7; the sweep has [1, 2, 3, 5, 10, 20]"),
+        ("/select", ("unicorn", cls), "Unknown concept 'unicorn'"),
+        ("/select", (concept, "dragon"), "Unknown class 'dragon'"),
+        ("/view", (0, "any class"), "Value 0 is less than minimum value 5"),
+        ("/view", (20, "sideways"), "'sideways' (type: <class 'str'>) is not in the list of choices"),
         ("/preview", ("Boost", 2.0), "'Boost' (type: <class 'str'>) is not in the list of choices"),
-        ("/apply", ("Up-tune", 0.5, 20, "any class"), "Value 0.5 is less than minimum value 1.1"),
-        ("/apply", ("Remove", 2.0, 20, "any class"), None),  # allowed: removed below, then refused twice
-        ("/apply", ("Up-tune", 2.0, 20, "any class"), "Contradictory edit"),
-        ("/blend", (1.5, 20, "any class"), "Value 1.5 is greater than maximum value 1"),
-        ("/jump", (999, 20, "any class"), "There is no step 999"),
-        ("/jump", (-1, 20, "any class"), "Value -1 is less than minimum value 0"),
-        ("/jump", (None, 20, "any class"), "step must be a whole number"),
-        ("/import_log", (handle_file(str(nan_log)), 20, "any class"), "NaN, which is not a number"),
-        ("/import_log", (handle_file(str(other)), 20, "any class"), "not an InFiConD tuning log"),
-        ("/import_log", (None, 20, "any class"), "Drop a tuning log"),
+        ("/apply", ("Up-tune", 0.5), "Value 0.5 is less than minimum value 1.1"),
+        ("/apply", ("Remove", 2.0), None),  # allowed: removed below, then refused twice
+        ("/apply", ("Up-tune", 2.0), "Contradictory edit"),
+        ("/blend", (1.5,), "Value 1.5 is greater than maximum value 1"),
+        ("/jump", (999,), "There is no step 999"),
+        ("/jump", (-1,), "Value -1 is less than minimum value 0"),
+        ("/jump", (None,), "step must be a whole number"),
+        ("/import_log", (handle_file(str(nan_log)),), "NaN, which is not a number"),
+        ("/import_log", (handle_file(str(other)),), "not an InFiConD tuning log"),
+        ("/import_log", (None,), "Drop a tuning log"),
         ("/save", (str(bad["project"]),), "holds other files"),
         ("/save", (str(bad["root"] / "a-file"),), "it is a file, not a folder"),
         ("/save", ("",), "Give a folder"),
@@ -317,11 +317,11 @@ def test_the_app_refuses_bad_events_and_keeps_the_session(app, preset, repos, ba
         assert fragment in str(caught.value), (api, args, str(caught.value))
         refused += 1
         if api == "/apply" and fragment == "Contradictory edit":
-            client.predict(20, "any class", api_name="/undo")
+            client.predict(api_name="/undo")
             continue
         after = snapshot()
         assert after[1:] == before[1:] and after[0][: len(before[0])] == before[0], (api, args)
     assert refused >= 25
     # The next edit applies to the weight selected before the refused events: nothing moved the selection.
-    out = call(client, "apply", "Down-tune", 2.0, 20, "any class")
+    out = call(client, "apply", "Down-tune", 2.0)
     assert f"down-tune '{concept}' for {cls} x2" in rows(out["log_table"])[-1]["action"]

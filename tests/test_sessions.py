@@ -40,8 +40,8 @@ def test_eight_sessions_share_models_and_features_and_stay_apart(preset, tmp_pat
             heat = rows(out["heat"])
             row = heat[i % len(heat)]
             concept, cls = row["concept"], [name for name in row if name != "concept"][i % (len(row) - 1)]
-            call(client, "select", concept, cls, 20, "any class")
-            call(client, "apply", "Remove", 2.0, 20, "any class")
+            call(client, "select", concept, cls)
+            call(client, "apply", "Remove", 2.0)
             log = json.loads(Path(client.predict(api_name="/export_log")).read_text())
             return [e["summary"] for e in log["entries"]], f"remove '{concept}' for {cls}"
 
@@ -85,13 +85,13 @@ def test_a_session_survives_a_killed_server(world, tmp_path):
         session_id = client.predict(api_name="/session")
         heat = rows(out["heat"])
         concept, cls = heat[0]["concept"], [name for name in heat[0] if name != "concept"][0]
-        call(client, "select", concept, cls, 20, "any class")
-        call(client, "apply", "Up-tune", 3.0, 20, "any class")
-        call(client, "blend", 0.5, 20, "any class")
-        call(client, "select", heat[1]["concept"], cls, 20, "any class")
-        call(client, "apply", "Remove", 2.0, 20, "any class")
-        call(client, "undo", 20, "any class")
-        call(client, "apply", "Lock", 2.0, 20, "any class")
+        call(client, "select", concept, cls)
+        call(client, "apply", "Up-tune", 3.0)
+        call(client, "blend", 0.5)
+        call(client, "select", heat[1]["concept"], cls)
+        call(client, "apply", "Remove", 2.0)
+        call(client, "undo")
+        call(client, "apply", "Lock", 2.0)
         before = json.loads(Path(client.predict(api_name="/export_log")).read_text())
     finally:
         server.send_signal(signal.SIGKILL)  # no chance to save anything on the way out
@@ -100,7 +100,7 @@ def test_a_session_survives_a_killed_server(world, tmp_path):
     try:
         _wait(url, server)
         client = Client(url, verbose=False)
-        out = call(client, "restore", session_id, 20, "any class")
+        out = call(client, "restore", session_id)
         assert "Restored your session: 5 tuning action(s) replayed." in str(out["restore_md"])
         after = json.loads(Path(client.predict(api_name="/export_log")).read_text())
     finally:
@@ -113,34 +113,55 @@ def test_a_session_survives_a_killed_server(world, tmp_path):
 
 def test_one_sessions_events_run_one_at_a_time_and_other_sessions_do_not_wait(tmp_path):
     """A chained refit and an Apply clicked meanwhile reach the server at once: the guard runs one
-    workspace's events in turn (so neither sees the other half done), while another workspace goes on."""
+    workspace's events in turn (so neither sees the other half done), while another workspace goes on.
+    Ordered by events, not by sleeps: the first event holds until released, and the workspace's lock says
+    when the second one is waiting for it."""
     import threading
+    from types import SimpleNamespace
 
-    from infincond.ui.app import _guard
+    from infincond.ui.events import Events
     from infincond.ui.workspace import Workspace
 
-    spans: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
-    started = threading.Barrier(3)
+    class WatchedLock:
+        """The workspace's lock, telling when a second event starts waiting for it."""
 
-    def event(ws, name):
-        start = time.perf_counter()
-        time.sleep(0.3)
-        spans[name].append((start, time.perf_counter()))
-        return ws
+        def __init__(self) -> None:
+            self.lock, self.callers, self.second_waits = threading.RLock(), 0, threading.Event()
 
-    guarded = _guard(event)
-    a, b = Workspace(cache_dir=tmp_path / "a"), Workspace(cache_dir=tmp_path / "b")
+        def __enter__(self):
+            self.callers += 1
+            if self.callers == 2:
+                self.second_waits.set()
+            self.lock.acquire()
+            return self
 
-    def run(ws, name):
-        started.wait()
-        guarded(ws, name)
+        def __exit__(self, *exc) -> None:
+            self.lock.release()
 
-    threads = [threading.Thread(target=run, args=args) for args in ((a, "a"), (a, "a"), (b, "b"))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    (s1, e1), (s2, e2) = sorted(spans["a"])
-    assert s2 >= e1  # the same workspace: one after the other
-    (sb, eb), = spans["b"]
-    assert sb < e1  # another workspace: not held up by the first one's events
+    entered = {name: threading.Event() for name in ("a1", "a2", "b")}
+    release = threading.Event()
+
+    def handler(ws, name):
+        entered[name].set()
+        if name == "a1":
+            assert release.wait(30)
+
+    events = Events(SimpleNamespace(state="state"), {}, Workspace, None)
+    guarded = events.guard("session", handler)
+    a, b = Workspace(cache_dir=str(tmp_path / "a")), Workspace(cache_dir=str(tmp_path / "b"))
+    a.lock = WatchedLock()
+    first = threading.Thread(target=guarded, args=(a, "a1"))
+    first.start()
+    assert entered["a1"].wait(30)
+    second = threading.Thread(target=guarded, args=(a, "a2"))
+    second.start()
+    assert a.lock.second_waits.wait(30)
+    other = threading.Thread(target=guarded, args=(b, "b"))
+    other.start()
+    other.join(30)
+    assert entered["b"].is_set() and not other.is_alive()  # another workspace: not held up by the first one's
+    assert not entered["a2"].is_set()  # the same workspace: the second waits for the first
+    release.set()
+    for thread in (first, second):
+        thread.join(30)
+    assert entered["a2"].is_set()

@@ -17,7 +17,7 @@ import numpy as np
 from ..distill import Constraints, Refitter
 from ..errors import ConfigError
 from ..groups import Groups
-from ..linear import LinearStudent, standardisation
+from ..linear import LinearStudent
 from ..metrics import Evaluator, Metrics
 from ..proxies import PROXY_CORRELATION, Tracking, class_of_rows
 from .edits import DEFAULT_FACTOR, Action, Constrained, Edit, Kind, constrain
@@ -389,8 +389,8 @@ class TuningSession:
         k = self.features.num_concepts
         if features.concepts[:k] != self.concepts or features.class_names != self.class_names:
             raise ConfigError("The wider features must start with this session's concepts and have its classes.")
-        mean, std = standardisation(features.concept_scores[~features.is_val][:, k:])
-        wider = TuningSession(features, self.initial.widened(mean, std), label_weight=self.log[0].params["label_weight"],
+        wider = TuningSession(features, self.initial.widened_to(features.concept_scores[~features.is_val]),
+                              label_weight=self.log[0].params["label_weight"],
                               groups=self.groups if self.eval_features is None else None)
         wider.rerun(self.log[1:])
         return wider

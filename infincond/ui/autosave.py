@@ -1,7 +1,9 @@
-"""A session's work, saved after every action so that a browser reload or a server restart loses nothing:
-what was loaded (the settings), which student is being tuned, the selection, and each tuned student's
-whole log. Files are written atomically under ``<cache>/sessions/<session id>/``; restoring replays the
-logs on the same features (read from the feature cache, no image pass)."""
+"""The file format of a session's work, saved after every action so that a browser reload or a server
+restart loses nothing: what was loaded (the settings), which student is being tuned, the selection, and
+each tuned student's whole log. Files are written atomically under ``<cache>/sessions/<session id>/``;
+the workspace writes them (:meth:`~infincond.ui.workspace.Workspace.autosave`) and restores from them
+(:meth:`~infincond.ui.workspace.Workspace.restore`: the logs replayed on the same features, read from the
+feature cache, no image pass)."""
 
 from __future__ import annotations
 
@@ -60,9 +62,9 @@ def write_state(folder: Path, settings, nec: int | None, selection: tuple[str, s
     atomic_write_text(folder / "session.json", json.dumps(data, indent=1))
 
 
-def write_log(folder: Path, fingerprint: str, nec: int, log_text: str) -> None:
-    """Save one tuned student's log (already JSON text)."""
-    atomic_write_text(folder / "logs" / f"{fingerprint}-nec{nec}.json", log_text)
+def write_log(folder: Path, fingerprint: str, nec: int, log: dict) -> None:
+    """Save one tuned student's exported log."""
+    atomic_write_text(folder / "logs" / f"{fingerprint}-nec{nec}.json", log_text(log))
 
 
 def read(folder: Path) -> Autosave | None:
@@ -82,53 +84,6 @@ def read(folder: Path) -> Autosave | None:
     selection = tuple(data["selection"]) if data.get("selection") else None
     return Autosave(data["settings"], data.get("nec"), selection, data.get("saved_at", ""), logs,
                     list(data.get("added_concepts") or []))
-
-
-def save(ws) -> None:
-    """Write what changed since the last autosave of workspace ``ws``: where it stands (settings, student,
-    selection, concepts added), and every tuning log that grew. A workspace built from bare features (no
-    settings to reload them by) is not autosaved."""
-    if ws.settings is None or ws.features is None:
-        return
-    selection = None
-    if ws.session is not None and ws.concept is not None and ws.class_id is not None:
-        selection = (ws.session.concepts[ws.concept], ws.session.class_names[ws.class_id])
-    write_state(ws.folder, ws.settings, ws.nec, selection, ws.added_concepts)
-    for key, session in ws.sessions.items():
-        if len(session.log) > 1 and ws._saved.get(key) != len(session.log):
-            write_log(ws.folder, key[0], key[1], log_text(session.export_log()))
-            ws._saved[key] = len(session.log)
-
-
-def restore(ws, saved: Autosave, progress: bool = True) -> int:
-    """Bring an autosaved session back into workspace ``ws``: load its data (the features come from the
-    cache: no image pass), distil, add the concepts it had added, replay each tuned student's log, and select
-    what was selected. Returns how many actions were replayed."""
-    from ..distill import DistillConfig
-    from ..tuning import TuningSession
-    from .settings import LoadSettings
-    from .workspace import DEFAULT_SWEEP
-
-    ws.load(LoadSettings(**saved.settings), progress=progress)
-    necs = {nec for _, nec in saved.logs}
-    nec = saved.nec or next(iter(sorted(necs)), DistillConfig().nec)
-    ws.distill(nec, DEFAULT_SWEEP + tuple(necs), progress=progress)
-    if saved.added_concepts:
-        ws.add_concepts(", ".join(saved.added_concepts))
-    replayed = 0
-    for (fingerprint, log_nec), path in saved.logs.items():
-        if fingerprint == ws.features.fingerprint:
-            session = TuningSession.replay(ws.features, path, groups=ws.groups)
-            ws.sessions[(fingerprint, log_nec)] = session
-            ws._saved[(fingerprint, log_nec)] = len(session.log)
-            replayed += len(session.log) - 1
-    ws.pick(nec)
-    if saved.selection:
-        try:
-            ws.select(*saved.selection)
-        except ConfigError:  # a concept that is gone keeps the default selection
-            pass
-    return replayed
 
 
 def describe(saved: Autosave) -> str:

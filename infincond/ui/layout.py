@@ -1,5 +1,6 @@
-"""The page: setup, the six coordinated views and Share, as named components. Layout only; what each event
-changes is in :mod:`infincond.ui.app`."""
+"""The page: setup, the coordinated views and Share, as named components, and :data:`GROUPS`, the components
+that change together (each group is one view of :mod:`.views`). Layout only: what each event changes is
+in :mod:`.events`. Every component an event can return has a label: the API names its outputs by them."""
 
 from __future__ import annotations
 
@@ -10,20 +11,22 @@ import gradio as gr
 
 from ..distill import DistillConfig
 from ..tuning import Action
+from .derived import SORTS, TOP_CONCEPTS
 from .settings import CORPUS_CHOICES, LoadSettings
+from .workspace import MAX_NEC
 
-SORTS = ("any class", "selected class")
 ACTIONS = {action.label: action.value for action in Action}
 CSS = """
 .view {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px;}
 .view h3 {margin-top: 0}
 """
 
-#: The components that change together, refreshed as one: an event names the groups its change touches.
+#: The components that change together, refreshed as one by their view (:data:`.views.VIEWS`).
 GROUPS = {
     "config": ("config_md", "class_table", "samples_gallery"),
     "perf": ("perf_md", "class_bars", "nec_curve", "pick_nec", "disagreements", "group_by", "groups_table"),
-    "audit": ("audit_md", "audit_table", "audit_gallery"),
+    "audit": ("audit_md", "audit_table"),
+    "audit_images": ("audit_images_md", "audit_gallery"),
     "subset": ("subset_images",),
     "heat": ("heat",),
     "images": ("images_md", "concept_gallery"),
@@ -46,8 +49,8 @@ def _setup(c: SimpleNamespace, presets: dict[str, LoadSettings | None], default:
     d = default or LoadSettings("", "", "")
     with gr.Column(scale=2, elem_id="view-setup", elem_classes="view"):
         gr.Markdown("### Setup")
-        c.status_md = gr.Markdown(visible=False, elem_id="build-status")
-        c.restore_md = gr.Markdown(visible=False, elem_id="restore-prompt")
+        c.status_md = gr.Markdown(visible=False, elem_id="build-status", label="Shapes world build")
+        c.restore_md = gr.Markdown(visible=False, elem_id="restore-prompt", label="Restore")
         with gr.Row(visible=False) as c.restore_row:
             c.restore_btn = gr.Button("Restore my session", variant="primary")
             c.discard_btn = gr.Button("Start afresh")
@@ -68,13 +71,13 @@ def _setup(c: SimpleNamespace, presets: dict[str, LoadSettings | None], default:
         c.corpus_file = gr.File(label="…or a concept file (one per line)", file_types=[".txt"], type="filepath")
         with gr.Row():
             c.samples = gr.Number(d.samples, label="Sample size", precision=0, minimum=20)
-            c.nec = gr.Slider(1, 40, value=DistillConfig().nec, step=1, label="NEC (concepts per class)")
+            c.nec = gr.Slider(1, MAX_NEC, value=DistillConfig().nec, step=1, label="NEC (concepts per class)")
         with gr.Row():
             c.load_btn = gr.Button("Load", variant="primary", interactive=default is not None)
             c.distill_btn = gr.Button("Distil", variant="primary", interactive=False)
     with gr.Column(scale=3, elem_id="view-configuration", elem_classes="view"):
         gr.Markdown("### 1 · Configuration")
-        c.config_md = gr.Markdown()
+        c.config_md = gr.Markdown(label="Configuration")
         c.class_table = gr.Dataframe(label="Classes", interactive=False, max_height=260)
         c.samples_gallery = gr.Gallery(label="Samples", columns=6, height=220, allow_preview=False)
 
@@ -82,13 +85,14 @@ def _setup(c: SimpleNamespace, presets: dict[str, LoadSettings | None], default:
 def _performance_and_heatmap(c: SimpleNamespace) -> None:
     with gr.Column(scale=1, elem_id="view-performance", elem_classes="view"):
         gr.Markdown("### 2 · Student performance")
-        c.perf_md = gr.Markdown()
+        c.perf_md = gr.Markdown(label="Student performance")
         # No `height=` on native plots: in Gradio 6.31 it turns their axes ordinal (measured).
         c.class_bars = gr.BarPlot(x="bar", y="score", color="model", label="Per class (accuracy, or agreement)",
                                   y_lim=[0, 1], x_title="class", x_label_angle=-40,
                                   color_map={"teacher": "#94a3b8", "student": "#f97316"})
         c.nec_curve = gr.LinePlot(x="NEC", y="fidelity", label="Fidelity vs NEC: pick a student")
-        c.pick_nec = gr.Dropdown([], label="Student (NEC target)", interactive=True)
+        # Custom values pass, so that a pick before Distil gets the app's own message, not Gradio's.
+        c.pick_nec = gr.Dropdown([], label="Student (NEC target)", interactive=True, allow_custom_value=True)
         with gr.Row():
             c.group_by = gr.Dropdown([], label="Worst-group accuracy on groups of class x", interactive=True,
                                      allow_custom_value=False, elem_id="group-by")
@@ -101,7 +105,7 @@ def _performance_and_heatmap(c: SimpleNamespace) -> None:
     with gr.Column(scale=1, elem_id="view-heatmap", elem_classes="view"):
         gr.Markdown("### 3 · Concept-class influence")
         with gr.Row():
-            c.top_n = gr.Slider(5, 60, value=20, step=1, label="Top concepts")
+            c.top_n = gr.Slider(5, 60, value=TOP_CONCEPTS, step=1, label="Top concepts")
             c.sort = gr.Radio(list(SORTS), value=SORTS[0], label="Sort by")
         c.heat = gr.Dataframe(label="Influence = weight x mean presence on the class's images (click a cell)",
                               interactive=False, max_height=560, elem_id="heatmap")
@@ -114,16 +118,17 @@ def _performance_and_heatmap(c: SimpleNamespace) -> None:
 def _images_and_tuning(c: SimpleNamespace) -> None:
     with gr.Column(scale=1, elem_id="view-images", elem_classes="view"):
         gr.Markdown("### 4 · Images")
-        c.images_md = gr.Markdown()
-        c.concept_gallery = gr.Gallery(columns=6, height=250, allow_preview=False, elem_id="concept-gallery")
+        c.images_md = gr.Markdown(label="The selected concept's images")
+        c.concept_gallery = gr.Gallery(label="Where the concept is most present", columns=6, height=250,
+                                       allow_preview=False, elem_id="concept-gallery")
         with gr.Row():
             c.detail_image = gr.Image(label="Image", height=220, interactive=False)
             with gr.Column():
-                c.detail_md = gr.Markdown()
+                c.detail_md = gr.Markdown(label="Why the student and the teacher say what they say")
                 c.detail_table = gr.Dataframe(label="Top contributing concepts", interactive=False)
     with gr.Column(scale=1, elem_id="view-tuning", elem_classes="view"):
         gr.Markdown("### 5 · Tuning")
-        c.selection_md = gr.Markdown()
+        c.selection_md = gr.Markdown(label="Selection")
         c.action = gr.Radio(list(ACTIONS), value=Action.DOWN.label, label="Edit")
         c.factor = gr.Slider(1.1, 10, value=2, step=0.1, label="Factor (up / down)")
         with gr.Row():
@@ -132,7 +137,7 @@ def _images_and_tuning(c: SimpleNamespace) -> None:
         c.proxies = gr.CheckboxGroup([], label="A remove holds these proxies at 0 with the concept: they track it "
                                                "within classes (tick one to release it)", elem_id="proxies")
         c.with_labels = gr.Checkbox(False, label="Fix with labels: blend them in (alpha below) in the remove's own refit")
-        c.preview_md = gr.Markdown()
+        c.preview_md = gr.Markdown(label="What the edit does")
         with gr.Row():
             c.alpha = gr.Slider(0, 1, value=0, step=0.05, label="Blend labels into the target (alpha)")
             c.alpha_btn = gr.Button("Refit with this blend", interactive=False)
@@ -142,12 +147,14 @@ def _images_and_tuning(c: SimpleNamespace) -> None:
 def _shortcuts(c: SimpleNamespace) -> None:
     with gr.Column(elem_id="view-shortcuts", elem_classes="view"):
         gr.Markdown("### Shortcuts: what the teacher relies on beyond the label")
-        c.audit_md = gr.Markdown()
+        c.audit_md = gr.Markdown(label="How the audit ranks")
         with gr.Row(equal_height=False):
             c.audit_table = gr.Dataframe(label="Findings, best first (click a row to select it for tuning)",
                                          interactive=False, max_height=320, elem_id="audit-table", scale=3)
-            c.audit_gallery = gr.Gallery(label="The group it hurts, with where the concept is (heat)", columns=4,
-                                         height=320, allow_preview=True, elem_id="audit-gallery", scale=2)
+            with gr.Column(scale=2):
+                c.audit_images_md = gr.Markdown(label="The group it hurts")
+                c.audit_gallery = gr.Gallery(label="The group it hurts, with where the concept is (heat)", columns=4,
+                                             height=280, allow_preview=True, elem_id="audit-gallery")
 
 
 def _provenance_and_share(c: SimpleNamespace) -> None:
@@ -155,7 +162,7 @@ def _provenance_and_share(c: SimpleNamespace) -> None:
         gr.Markdown("### 6 · Provenance")
         c.log_plot = gr.LinePlot(x="step", y="value", color="metric", label="Metrics after each step",
                                  x_title="step")
-        c.log_table = gr.Dataframe(interactive=False, max_height=260, elem_id="provenance-log")
+        c.log_table = gr.Dataframe(label="The tuning log", interactive=False, max_height=260, elem_id="provenance-log")
         with gr.Row():
             c.undo_btn = gr.Button("Undo", interactive=False)
             c.redo_btn = gr.Button("Redo", interactive=False)
@@ -178,7 +185,7 @@ def _provenance_and_share(c: SimpleNamespace) -> None:
         if on_space():
             gr.LoginButton()
         c.push_btn = gr.Button("Push to the Hub", interactive=False)
-        c.share_md = gr.Markdown()
+        c.share_md = gr.Markdown(label="Shared")
 
 
 def layout(presets: dict[str, LoadSettings | None], secret: str | None = None) -> SimpleNamespace:
@@ -201,10 +208,12 @@ def layout(presets: dict[str, LoadSettings | None], secret: str | None = None) -
         _images_and_tuning(c)
     with gr.Row(equal_height=False):
         _provenance_and_share(c)
-    c.hidden_concept, c.hidden_class = gr.Textbox(visible=False), gr.Textbox(visible=False)
+    # The API's ways in where the page clicks: a (concept, class) by name, a finding by its row, a session by id.
+    c.hidden_concept, c.hidden_class = gr.Textbox(visible=False, label="Concept"), gr.Textbox(visible=False,
+                                                                                                 label="Class")
     c.hidden_btn = gr.Button(visible=False)
-    c.finding_index, c.finding_btn = gr.Number(0, precision=0, visible=False), gr.Button(visible=False)
-    c.session_id = gr.Textbox(visible=False)  # the API's way to name a session (the browser keeps its own)
+    c.finding_index, c.finding_btn = gr.Number(0, precision=0, visible=False, label="Finding"), gr.Button(visible=False)
+    c.session_id = gr.Textbox(visible=False, label="Session id")
     c.session_btn, c.restore_api_btn = gr.Button(visible=False), gr.Button(visible=False)
     c.timer = gr.Timer(1.0, active=False)
     return c

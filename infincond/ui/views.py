@@ -1,32 +1,54 @@
-"""The six views' contents, rendered from a :class:`Workspace` into plain values (Markdown, DataFrames,
-images) for Gradio components, one function per group of components that change together. No numbers
-are computed here: they come from the core, through the workspace (which caches them per student state)."""
+"""The views: one renderer per group of components that change together (:data:`~.layout.GROUPS`), each
+registered in :data:`VIEWS` with what of the workspace it reads (:data:`~.derived.ASPECTS`), each returning
+``{component name: value or update}``. An event re-renders the views that read what it changed. No numbers
+are computed here: they come from the core, through the workspace (which caches them per student state).
+
+Adding a view takes two edits: its components and group in :mod:`.layout`, and its renderer here."""
 
 from __future__ import annotations
 
-import atexit
-import functools
 import html
-import shutil
-import tempfile
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import gradio as gr
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
 
 from ..analysis import class_examples, class_summary, image_report
-from ..concepts.presence import box_on_image
-from ..errors import StorageError
 from ..metrics import percent
-from ..storage import atomic_write
 from ..tuning import LogEntry, Preview
+from .pictures import boxed, drawn_once, heated
 from .workspace import Workspace
 
-HIGHLIGHT = (255, 196, 0)
 CONTRIBUTION_COLUMNS = ["concept", "presence", "weight", "contribution"]
 EDIT_COLUMNS = ["concept", "class", "kind", "weight"]
 SUBSET_COLUMNS = ["teacher says", "student says", "images"]
+CLASS_COLUMNS = ["class", "images (label)", "teacher predicts", "teacher accuracy"]
+GROUP_COLUMNS = ["group", "images", "teacher", "student before", "student now"]
+AUDIT_COLUMNS = ["class", "concept", "score", "teacher with / without", "student with / without", "hurts",
+                 "tracked by"]
+LOG_COLUMNS = ["step", "time", "action", "fidelity", "Δ fidelity", "accuracy", "Δ accuracy", "current"]
+
+
+@dataclass(frozen=True)
+class View:
+    """A renderer of one group of components, and the aspects of the workspace it reads."""
+
+    render: Callable[[Workspace], dict]
+    reads: frozenset[str]
+
+
+#: Every view, by its group of components (:data:`~.layout.GROUPS`).
+VIEWS: dict[str, View] = {}
+
+
+def view(group: str, *reads: str) -> Callable:
+    """Register the renderer of ``group``, which reads these aspects of the workspace."""
+    def register(render: Callable[[Workspace], dict]) -> Callable[[Workspace], dict]:
+        VIEWS[group] = View(render, frozenset(reads))
+        return render
+    return register
 
 
 def _delta(value: float | None) -> str:
@@ -37,51 +59,52 @@ def _text(value: str) -> str:
     return html.escape(value, quote=False)
 
 
-def _boxed(image: Image.Image, region: tuple[float, float, float, float], scale: int = 3) -> Image.Image:
-    """The image enlarged ``scale`` times with a region (fractions of the encoder's square view) outlined."""
-    image = image.convert("RGB")
-    big = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    x0, y0, x1, y1 = box_on_image(np.asarray(region), big.size)
-    ImageDraw.Draw(big).rectangle([x0, y0, x1 - 1, y1 - 1], outline=HIGHLIGHT, width=max(2, scale))
-    return big
-
-
 # -- 1. configuration ---------------------------------------------------------------------------------
-def configuration(ws: Workspace) -> tuple[str, pd.DataFrame, list]:
-    """Summary, classes with counts and teacher accuracy, sample images."""
+@view("config", "data")
+def configuration(ws: Workspace) -> dict:
+    """Summary, classes with counts and teacher accuracy, sample images, images that could not be read."""
     if ws.features is None:
-        return "Nothing loaded yet: pick a preset or fill the fields, then **Load**.", pd.DataFrame(), []
+        return {"config_md": "Nothing loaded yet: pick a preset or fill the fields, then **Load**.",
+                "class_table": pd.DataFrame(columns=CLASS_COLUMNS), "samples_gallery": []}
     f, s = ws.features, ws.settings
     accuracy, classes = class_summary(f)
     where = (f"**Teacher** `{s.teacher}` · **dataset** `{s.dataset}` (split `{ws.source.split}`) · **encoder** "
              f"`{s.encoder}`" if s is not None else f"**Features** `{f.fingerprint}`")
-    text = (f"{where}\n\n{len(f.is_val)} images ({int((~f.is_val).sum())} train / {int(f.is_val.sum())} validation) · "
-            f"{f.num_classes} classes · {f.num_concepts} concepts · teacher accuracy "
+    text = (f"{where}\n\n{len(f.is_val)} images ({int((~f.is_val).sum())} train / {int(f.is_val.sum())} "
+            f"validation) · {f.num_classes} classes · {f.num_concepts} concepts · teacher accuracy "
             f"**{percent(accuracy) if accuracy is not None else 'n/a (no labels)'}**")
+    failed = f.provenance.get("failed_images") or []
+    if failed:
+        rows = ", ".join(str(item["image_id"]) for item in failed[:10])
+        text += (f"\n\n**{len(failed)} image(s) could not be read and were left out** (dataset rows {rows}"
+                 f"{' ...' if len(failed) > 10 else ''}).")
     table = pd.DataFrame([{"class": r["class"], "images (label)": r["labelled"], "teacher predicts": r["predicted"],
-                           "teacher accuracy": percent(r["accuracy"])} for r in classes])
+                           "teacher accuracy": percent(r["accuracy"])} for r in classes], columns=CLASS_COLUMNS)
     examples = class_examples(f)
     images = ws.images_of([p for p, _ in examples]) or []
     samples = [(image, f.class_names[c]) for image, (_, c) in zip(images, examples, strict=False)]
-    return text, table, samples
+    return {"config_md": text, "class_table": table, "samples_gallery": samples}
 
 
 # -- 2. student performance ---------------------------------------------------------------------------
-def performance(ws: Workspace) -> tuple[str, pd.DataFrame, pd.DataFrame, list[int], int | None, pd.DataFrame]:
-    """Headline metrics, per-class teacher-vs-student bars, fidelity-vs-NEC curve, the students to pick
-    from and the one picked, disagreement subsets."""
+@view("perf", "student", "weights", "groups")
+def performance(ws: Workspace) -> dict:
+    """Headline metrics and the worst group, per-class teacher-vs-student bars, the fidelity-vs-NEC curve,
+    the students to pick from, disagreement subsets, and the groups (their choice and their accuracies)."""
+    sweep = [p.nec_target for p in ws.sweep]
+    out = {"pick_nec": gr.Dropdown(choices=sweep, value=ws.nec), **_groups(ws)}
     if ws.session is None:
-        return ("No student yet: **Distil**.", pd.DataFrame(), pd.DataFrame(), [p.nec_target for p in ws.sweep],
-                ws.nec, pd.DataFrame(columns=SUBSET_COLUMNS))
+        return out | {"perf_md": "No student yet: **Distil**.", "class_bars": pd.DataFrame(),
+                      "nec_curve": pd.DataFrame(), "disagreements": pd.DataFrame(columns=SUBSET_COLUMNS)}
     m = ws.session.metrics
     text = (f"**Fidelity** {percent(m['fidelity'])} · **student accuracy** {percent(m['accuracy'])} · "
             f"**teacher accuracy** {percent(m['teacher_accuracy'])} · NEC {m['nec']:.1f} · "
             f"KL {m['kl']:.3f} · on {m['n_images']} validation images")
     g = m.get("groups")
     if g and g["worst_group"] is not None:
-        text += (f"\n\n**Worst group** (class x {_text(g['attribute'])}): student {percent(g['worst_group_accuracy'])} "
-                 f"on {_text(g['worst_group'])} · teacher {percent(g['teacher_worst_group_accuracy'])} on "
-                 f"{_text(g['teacher_worst_group'])}")
+        text += (f"\n\n**Worst group** (class x {_text(g['attribute'])}): student "
+                 f"{percent(g['worst_group_accuracy'])} on {_text(g['worst_group'])} · teacher "
+                 f"{percent(g['teacher_worst_group_accuracy'])} on {_text(g['teacher_worst_group'])}")
     full = ws.evaluation()
     bars = []
     use_labels = full.n_labelled > 0
@@ -89,27 +112,25 @@ def performance(ws: Workspace) -> tuple[str, pd.DataFrame, pd.DataFrame, list[in
         teacher = full.teacher_class_accuracy[c] if use_labels else 1.0
         student = full.class_accuracy[c] if use_labels else full.agreement[c]
         # Native plots stack bars of one x; one bar per (class, model) puts them side by side instead.
-        bars += [{"bar": f"{name} · teacher", "class": name, "model": "teacher", "score": float(np.nan_to_num(teacher))},
-                 {"bar": f"{name} · student", "class": name, "model": "student", "score": float(np.nan_to_num(student))}]
+        bars += [{"bar": f"{name} · {model}", "class": name, "model": model, "score": float(np.nan_to_num(score))}
+                 for model, score in (("teacher", teacher), ("student", student))]
     curve = pd.DataFrame([{"NEC": float(p.metrics.nec), "fidelity": p.metrics.fidelity, "target": p.nec_target}
                           for p in ws.sweep])
     table = pd.DataFrame([{"teacher says": g["teacher"], "student says": g["student"], "images": len(g["positions"])}
                           for g in ws.disagreement_subsets()], columns=SUBSET_COLUMNS)
-    return text, pd.DataFrame(bars), curve, [p.nec_target for p in ws.sweep], ws.nec, table
+    return out | {"perf_md": text, "class_bars": pd.DataFrame(bars), "nec_curve": curve, "disagreements": table}
 
 
-GROUP_COLUMNS = ["group", "images", "teacher", "student before", "student now"]
-
-
-def groups(ws: Workspace) -> tuple[list[str], str | None, pd.DataFrame]:
+def _groups(ws: Workspace) -> dict:
     """What groups can be, the groups chosen, and per group (worst first) the teacher's accuracy and the
     student's before and after the last action."""
     choices = ws.group_choices()
-    value = ws.settings.group_column if ws.settings is not None else None
+    value = (ws.settings.group_column if ws.settings is not None else "") or None
     if value and value not in choices:
         choices = [value, *choices]
-    if ws.session is None or not (ws.session.metrics.get("groups")):
-        return choices, value or None, pd.DataFrame(columns=GROUP_COLUMNS)
+    picker = gr.Dropdown(choices=choices, value=value)
+    if ws.session is None or not ws.session.metrics.get("groups"):
+        return {"group_by": picker, "groups_table": pd.DataFrame(columns=GROUP_COLUMNS)}
     after = ws.session.metrics["groups"]["per_group"]
     last = next((e for e in reversed(ws.session.log) if e.state == ws.session.cursor), ws.session.log[0])
     before = ((last.metrics_before or last.metrics_after).get("groups") or {}).get("per_group", {})
@@ -117,26 +138,72 @@ def groups(ws: Workspace) -> tuple[list[str], str | None, pd.DataFrame]:
              "student before": (before.get(name) or {}).get("accuracy"), "student now": g["accuracy"]}
             for name, g in after.items() if g["n"]]
     rows.sort(key=lambda r: (r["student now"] if r["student now"] is not None else 2.0, r["group"]))
-    table = pd.DataFrame([{**r, **{k: percent(r[k]) for k in GROUP_COLUMNS[2:]}} for r in rows], columns=GROUP_COLUMNS)
-    return choices, value or None, table
+    shown = [{**r, **{k: percent(r[k]) for k in GROUP_COLUMNS[2:]}} for r in rows]
+    return {"group_by": picker, "groups_table": pd.DataFrame(shown, columns=GROUP_COLUMNS)}
 
 
-def subset_gallery(ws: Workspace) -> list:
+@view("subset", "student", "weights", "subset")
+def subset_gallery(ws: Workspace) -> dict:
     positions = ws.subset_positions()
     if positions is None or ws.source is None:
-        return []
+        return {"subset_images": []}
     positions = positions[:24]
-    return [(image, f"#{int(ws.features.image_ids[p])}") for image, p in zip(ws.images_of(positions), positions,
-                                                                             strict=True)]
+    return {"subset_images": [(image, f"#{int(ws.features.image_ids[p])}")
+                              for image, p in zip(ws.images_of(positions), positions, strict=True)]}
+
+
+# -- shortcuts: the audit -----------------------------------------------------------------------------
+@view("audit", "student", "weights")
+def shortcuts(ws: Workspace) -> dict:
+    """The audit's note and its findings, best first."""
+    if ws.session is None:
+        return {"audit_md": "Distil a student to audit its teacher.", "audit_table": pd.DataFrame(columns=AUDIT_COLUMNS)}
+    report = ws.audit()
+    rows = [{"class": f.class_name, "concept": f.concept, "score": round(f.score, 2),
+             "teacher with / without": f"{percent(f.teacher_accuracy_with)} / {percent(f.teacher_accuracy_without)}",
+             "student with / without": f"{percent(f.student_accuracy_with)} / {percent(f.student_accuracy_without)}",
+             "hurts": f"{f.hurt_group} ({f.hurt_n}: teacher {percent(f.hurt_teacher_accuracy)}, student "
+                      f"{percent(f.hurt_student_accuracy)})",
+             "tracked by": ", ".join(f.proxies[:3]) + (" ..." if len(f.proxies) > 3 else "")}
+            for f in report.findings]
+    return {"audit_md": _text(report.note), "audit_table": pd.DataFrame(rows, columns=AUDIT_COLUMNS)}
+
+
+@view("audit_images", "finding")
+def hurt_group(ws: Workspace) -> dict:
+    """The images of the group the opened finding (else the first) hurts, the teacher's errors first, each
+    with the concept's presence heat map (drawn once per image and concept)."""
+    finding = ws.shown_finding() if ws.session is not None else None
+    if finding is None:
+        return {"audit_images_md": "", "audit_gallery": []}
+    text = (f"**{_text(finding.hurt_group)}**: the images the teacher's reliance on '{_text(finding.concept)}' for "
+            f"{_text(finding.class_name)} hurts (its errors first); red = where the concept is. Select a finding, "
+            "then **Remove** in Tuning: its proxies are held at 0 with it.")
+    f = ws.features
+    if ws.source is None or f.region_embeddings is None:
+        return {"audit_images_md": text, "audit_gallery": []}
+    k, positions = ws.session.concept_id(finding.concept), [int(p) for p in finding.hurt_positions]
+    maps = {}
+
+    def draw(i: int, image):
+        if not maps:
+            maps.update(zip(positions, ws.concept_maps(positions, k), strict=True))
+        return heated(image, *maps[positions[i]])
+
+    pictures = drawn_once(f"{f.fingerprint}-heat" if f.fingerprint else "", [f"{p}-{k}" for p in positions],
+                          lambda missing: ws.images_of([positions[i] for i in missing]), draw)
+    captions = [f"teacher: {f.class_names[int(f.teacher_logits[p].argmax())]}" for p in positions]
+    return {"audit_images_md": text, "audit_gallery": list(zip(pictures, captions, strict=True))}
 
 
 # -- 3. concept-class heatmap -------------------------------------------------------------------------
-def heatmap(ws: Workspace, n: int = 20, sort: str = "any class"):
-    """A styled influence table (concepts x classes) of the top ``n`` concepts: blue for positive, red for
+@view("heat", "student", "weights", "selection", "heatmap", "concepts")
+def heatmap(ws: Workspace) -> dict:
+    """A styled influence table (concepts x classes) of the top concepts: blue for positive, red for
     negative, the selected cell outlined."""
     if ws.session is None:
-        return pd.DataFrame({"concept": []})
-    order = ws.heatmap_order(n, sort)
+        return {"heat": pd.DataFrame({"concept": []})}
+    order = ws.heatmap_order()
     values = ws.influence()[:, order].T.round(3) + 0.0  # + 0.0: no "-0.000"
     frame = pd.DataFrame(values, columns=ws.session.class_names)
     frame.insert(0, "concept", [ws.session.concepts[k] for k in order])
@@ -156,170 +223,65 @@ def heatmap(ws: Workspace, n: int = 20, sort: str = "any class"):
             out.append(style)
         return out
 
-    return frame.style.apply(colour).format(precision=3, subset=list(frame.columns[1:]))
-
-
-# -- shortcuts: the audit ----------------------------------------------------------------------------
-AUDIT_COLUMNS = ["class", "concept", "score", "teacher with / without", "student with / without", "hurts",
-                 "tracked by"]
-HEAT = (239, 68, 68)
-
-
-def shortcuts(ws: Workspace) -> tuple[str, pd.DataFrame, list]:
-    """The audit's note and findings, and the images of the group the opened finding (else the first)
-    hurts, each with the concept's presence heat map."""
-    if ws.session is None:
-        return "Distil a student to audit its teacher.", pd.DataFrame(columns=AUDIT_COLUMNS), []
-    report = ws.audit()
-    rows = [{"class": f.class_name, "concept": f.concept, "score": round(f.score, 2),
-             "teacher with / without": f"{percent(f.teacher_accuracy_with)} / {percent(f.teacher_accuracy_without)}",
-             "student with / without": f"{percent(f.student_accuracy_with)} / {percent(f.student_accuracy_without)}",
-             "hurts": f"{f.hurt_group} ({f.hurt_n}: teacher {percent(f.hurt_teacher_accuracy)}, student "
-                      f"{percent(f.hurt_student_accuracy)})",
-             "tracked by": ", ".join(f.proxies[:3]) + (" ..." if len(f.proxies) > 3 else "")}
-            for f in report.findings]
-    finding = ws.opened_finding() or (report.findings[0] if report.findings else None)
-    text = _text(report.note)
-    gallery = []
-    if finding is not None:
-        text += (f"\n\nShown: **{_text(finding.hurt_group)}**, the images the teacher's reliance on "
-                 f"'{_text(finding.concept)}' for {_text(finding.class_name)} hurts (its errors first); red = where "
-                 "the concept is. Select a row, then **Remove** in Tuning: its proxies are held at 0 with it.")
-        gallery = _heat_thumbnails(ws, finding)
-    return text, pd.DataFrame(rows, columns=AUDIT_COLUMNS), gallery
-
-
-def _heat_thumbnails(ws: Workspace, finding) -> list:
-    """The finding's images with the concept's presence heat map over each (drawn once per image and
-    concept, as the concept gallery's thumbnails are), captioned with what the teacher and student say."""
-    if ws.source is None or ws.features.region_embeddings is None:
-        return []
-    f, k = ws.features, ws.session.concept_id(finding.concept)
-    positions = [int(p) for p in finding.hurt_positions]
-    folder = _thumbnail_folder() / f"{f.fingerprint}-heat"
-    paths = [folder / f"{p}-{k}.png" for p in positions]
-    out: list = [str(path) if f.fingerprint and path.exists() else None for path in paths]
-    missing = [i for i, item in enumerate(out) if item is None]
-    if missing:
-        maps = ws.concept_maps([positions[i] for i in missing], k)
-        for i, image, (values, boxes) in zip(missing, ws.images_of([positions[i] for i in missing]), maps, strict=True):
-            heated = _heat(image, values, boxes)
-            out[i] = _written(paths[i], heated) if f.fingerprint else heated
-    student = ws.session.student.logits(f.concept_scores[positions]).argmax(1)
-    return [(thumb, f"teacher: {f.class_names[int(f.teacher_logits[p].argmax())]} · student: {f.class_names[s]}")
-            for thumb, p, s in zip(out, positions, student, strict=True)]
-
-
-def _heat(image: Image.Image, values: np.ndarray, boxes: np.ndarray, scale: int = 3) -> Image.Image:
-    """The image enlarged ``scale`` times with a concept's presence per region (boxes in fractions of the
-    encoder's square view) laid over it in red: each region painted with its value (the largest where
-    regions overlap), smoothed, relative to the image's strongest region, at most 65% opaque."""
-    image = image.convert("RGB")
-    big = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    side = 64
-    grid = np.zeros((side, side), dtype=np.float32)
-    for value, box in zip(values, boxes, strict=True):
-        x0, y0, x1, y1 = (int(round(v * side)) for v in box)
-        grid[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = np.maximum(grid[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)], value)
-    top = float(grid.max())
-    heat = Image.fromarray(np.uint8(255 * grid / top) if top > 0 else np.zeros((side, side), np.uint8), "L")
-    x0, y0, x1, y1 = box_on_image(np.array([0.0, 0.0, 1.0, 1.0]), big.size)
-    heat = heat.resize((int(x1 - x0), int(y1 - y0)), Image.BILINEAR)
-    alpha = Image.new("L", big.size, 0)
-    alpha.paste(heat.point(lambda v: int(v * 0.65)), (int(x0), int(y0)))
-    return Image.composite(Image.new("RGB", big.size, HEAT), big, alpha)
+    return {"heat": frame.style.apply(colour).format(precision=3, subset=list(frame.columns[1:]))}
 
 
 # -- 4. images ----------------------------------------------------------------------------------------
-def concept_images(ws: Workspace) -> tuple[str, list]:
+@view("images", "student", "concept", "concepts")
+def concept_images(ws: Workspace) -> dict:
     """The images where the selected concept is most present, its region outlined."""
     if ws.session is None or ws.concept is None:
-        return "Select a concept in the heatmap.", []
+        return {"images_md": "Select a concept in the heatmap.", "concept_gallery": []}
     k, f = ws.concept, ws.features
     title = f"Where **{_text(ws.session.concepts[k])}** is most present (its best region outlined)"
     if ws.source is None:
-        return title + " (these features came without their images)", []
+        return {"images_md": title + " (these features came without their images)", "concept_gallery": []}
     positions = ws.concept_images(k)
-    thumbnails = _thumbnails(ws, positions, [tuple(f.region_boxes[f.best_region[p, k]]) for p in positions])
-    return title, [(thumb, f"{f.concept_scores[p, k]:.2f}") for thumb, p in zip(thumbnails, positions, strict=True)]
+    regions = [tuple(f.region_boxes[f.best_region[p, k]]) for p in positions]
+    names = [f"{int(p)}-3-{'-'.join(f'{v:.5f}' for v in region)}" for p, region in zip(positions, regions, strict=True)]
+    pictures = drawn_once(f.fingerprint, names, lambda missing: ws.images_of([positions[i] for i in missing]),
+                          lambda i, image: boxed(image, regions[i]))
+    return {"images_md": title, "concept_gallery": [(picture, f"{f.concept_scores[p, k]:.2f}")
+                                                    for picture, p in zip(pictures, positions, strict=True)]}
 
 
-def _thumbnails(ws: Workspace, positions, regions: list[tuple[float, ...]], scale: int = 3) -> list:
-    """The images at ``positions``, each with its region outlined (:func:`_boxed`), as PNG files drawn once
-    for every session (Gradio sends a file as it is, where it would encode a PIL image again on every
-    event); the ones not drawn yet are read in one go. A PIL image stands in where no file can be written."""
-    fingerprint = ws.features.fingerprint
-    paths = [_thumbnail_folder() / fingerprint / f"{int(p)}-{scale}-{'-'.join(f'{v:.5f}' for v in region)}.png"
-             for p, region in zip(positions, regions, strict=True)]
-    out: list = [str(path) if fingerprint and path.exists() else None for path in paths]
-    missing = [i for i, item in enumerate(out) if item is None]
-    for i, image in zip(missing, ws.images_of([positions[i] for i in missing]), strict=True):
-        boxed = _boxed(image, regions[i], scale)
-        out[i] = _written(paths[i], boxed) if fingerprint else boxed
-    return out
-
-
-def _written(path: Path, image: Image.Image) -> str | Image.Image:
-    """``image`` saved as a PNG at ``path`` (atomically: a concurrent session never reads half a file), or
-    the image itself where the file cannot be written (a full or read-only temporary folder)."""
-    try:
-        atomic_write(path, lambda handle: image.save(handle, format="PNG", compress_level=1), durable=False)
-    except StorageError:
-        return image
-    return str(path)
-
-
-@functools.cache
-def _thumbnail_folder() -> Path:
-    """This process's own thumbnail folder (private, made once, under the temporary folder Gradio serves
-    from): no other user's files, and nothing drawn by an earlier version of this code."""
-    folder = Path(tempfile.mkdtemp(prefix="infincond-thumbnails-"))
-    atexit.register(shutil.rmtree, folder, True)
-    return folder
-
-
-def image_detail(ws: Workspace) -> tuple[Image.Image | None, str, pd.DataFrame]:
+@view("detail", "student", "weights", "image")
+def image_detail(ws: Workspace) -> dict:
     """One image: teacher and student predictions and the top contributing concepts."""
     if ws.session is None or ws.image is None:
-        return (None, "Click an image to see why the student and the teacher classify it as they do.",
-                pd.DataFrame(columns=CONTRIBUTION_COLUMNS))
+        return {"detail_image": None,
+                "detail_md": "Click an image to see why the student and the teacher classify it as they do.",
+                "detail_table": pd.DataFrame(columns=CONTRIBUTION_COLUMNS)}
     f = ws.features
     report = image_report(f, ws.session.student, ws.image)
     picture = ws.image_of(report.position)
     if picture is not None and report.contributions:
-        picture = _boxed(picture, report.contributions[0].region, scale=4)
+        picture = boxed(picture, report.contributions[0].region, scale=4)
     text = (f"Image #{int(f.image_ids[report.position])}: teacher says **{f.class_names[report.teacher_class]}**, "
             f"student says **{f.class_names[report.student_class]}**"
             + (f", label **{f.class_names[report.label]}**" if report.label >= 0 else ""))
     table = pd.DataFrame([{"concept": c.concept, "presence": round(c.presence, 3), "weight": round(c.weight, 3),
                            "contribution": round(c.contribution, 3)} for c in report.contributions],
                          columns=CONTRIBUTION_COLUMNS)
-    return picture, text, table
+    return {"detail_image": picture, "detail_md": text, "detail_table": table}
 
 
 # -- 5. tuning ----------------------------------------------------------------------------------------
-def proxies(ws: Workspace) -> tuple[list[str], list[str]]:
-    """The selected concept's proxies (what a remove holds), none released."""
+@view("tuning", "student", "weights", "selection", "concepts")
+def tuning(ws: Workspace) -> dict:
+    """The selected weight and its constraint, the proxies a remove of it would hold, the constraints in force."""
     if ws.session is None or ws.concept is None or ws.class_id is None:
-        return [], []
-    return [name for name, _ in ws.proxies()], []
-
-
-def selection(ws: Workspace) -> str:
-    if ws.session is None or ws.concept is None or ws.class_id is None:
-        return "Select a cell of the heatmap to tune a concept's influence on a class."
+        return {"selection_md": "Select a cell of the heatmap to tune a concept's influence on a class.",
+                "proxies": gr.CheckboxGroup(choices=[], value=[]), "edits": pd.DataFrame(columns=EDIT_COLUMNS)}
     s = ws.session
     info = s.constraint(s.concepts[ws.concept], s.class_names[ws.class_id])
     bounds = "" if info["kind"] == "free" else f", {info['kind']} in [{info['lower']:.3g}, {info['upper']:.3g}]"
-    return (f"Selected: **{_text(s.concepts[ws.concept])}** for class **{_text(s.class_names[ws.class_id])}**"
+    text = (f"Selected: **{_text(s.concepts[ws.concept])}** for class **{_text(s.class_names[ws.class_id])}**"
             f" · weight {info['weight']:+.3f}{bounds} · label blend alpha {s.label_weight:g}")
-
-
-def edits_table(ws: Workspace) -> pd.DataFrame:
-    if ws.session is None:
-        return pd.DataFrame(columns=EDIT_COLUMNS)
-    return pd.DataFrame([{"concept": e["concept"], "class": e["class_name"], "kind": e["kind"],
-                          "weight": round(e["weight"], 4)} for e in ws.session.edits()], columns=EDIT_COLUMNS)
+    edits = pd.DataFrame([{"concept": e["concept"], "class": e["class_name"], "kind": e["kind"],
+                           "weight": round(e["weight"], 4)} for e in s.edits()], columns=EDIT_COLUMNS)
+    return {"selection_md": text, "proxies": gr.CheckboxGroup(choices=[name for name, _ in ws.proxies()], value=[]),
+            "edits": edits}
 
 
 def _held_and_rose(held: list[dict], rose: list[dict]) -> str:
@@ -328,8 +290,9 @@ def _held_and_rose(held: list[dict], rose: list[dict]) -> str:
     used = [h for h in held if h["before"] != 0]
     if held:
         unused = len(held) - len(used)
-        out += (f"\n\nholds at 0 {len(held)} prox{'y' if len(held) == 1 else 'ies'} of '{_text(held[0]['tracks'])}': "
-                + ", ".join(f"{_text(h['concept'])} (was {h['before']:+.2f})" for h in used)
+        out += (f"\n\nholds at 0 {len(held)} prox{'y' if len(held) == 1 else 'ies'} of "
+                f"'{_text(held[0]['tracks'])}': " + ", ".join(f"{_text(h['concept'])} (was {h['before']:+.2f})"
+                                                              for h in used)
                 + (f"{', and ' if used else ''}{unused} the class does not use" if unused else ""))
     if rose:
         parts = [f"{_text(r['concept'])} {r['before']:+.2f} -> {r['after']:+.2f}"
@@ -347,6 +310,7 @@ def _worst(d: dict, before: dict, after: dict) -> str:
 
 
 def preview_text(preview: Preview) -> str:
+    """A what-if: the weights it changes and what it does to the metrics, and a remove's proxies."""
     d, before, after = preview.delta, preview.metrics_before, preview.metrics_after
     changed = ", ".join(f"{c['class_name']}: {c['before']:+.3f} -> {c['after']:+.3f}" for c in preview.changes)
     worst = sorted(((v["accuracy"] if v["accuracy"] is not None else v["agreement"] or 0.0, name)
@@ -373,11 +337,13 @@ def entry_text(entry: LogEntry) -> str:
 
 
 # -- 6. provenance ------------------------------------------------------------------------------------
-def provenance(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """The log as a table, the metrics after each step (long format, for a line plot whose x axis lists
-    the steps as categories, in order, so that it never shows fractional steps), and that order."""
+@view("provenance", "student", "weights", "groups")
+def provenance(ws: Workspace) -> dict:
+    """The log as a table, and the metrics after each step (long format, for a line plot whose x axis lists
+    the steps as categories, in order, so that it never shows fractional steps)."""
     if ws.session is None:
-        return pd.DataFrame(), pd.DataFrame(columns=["step", "metric", "value"]), []
+        return {"log_plot": gr.LinePlot(value=pd.DataFrame(columns=["step", "metric", "value"]), sort=None),
+                "log_table": pd.DataFrame(columns=LOG_COLUMNS)}
     log = ws.session.log
     current = next(e.step for e in reversed(log) if e.state == ws.session.cursor)  # the step that led here last
     rows, points = [], []
@@ -390,4 +356,18 @@ def provenance(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
         points.append({"step": str(e.step), "metric": "fidelity", "value": e.metrics_after["fidelity"]})
         if e.metrics_after["accuracy"] is not None:
             points.append({"step": str(e.step), "metric": "accuracy", "value": e.metrics_after["accuracy"]})
-    return pd.DataFrame(rows), pd.DataFrame(points), [str(e.step) for e in log]
+    return {"log_plot": gr.LinePlot(value=pd.DataFrame(points), sort=[str(e.step) for e in log]),
+            "log_table": pd.DataFrame(rows, columns=LOG_COLUMNS)}
+
+
+# -- the buttons: open when their step can be taken ---------------------------------------------------
+@view("controls", "data", "student", "weights", "selection", "concepts")
+def controls(ws: Workspace) -> dict:
+    has_features, session = ws.features is not None, ws.session
+    selected = session is not None and ws.concept is not None and ws.class_id is not None
+    on = {"distill_btn": has_features, "preview_btn": selected, "apply_btn": selected, "alpha_btn": session is not None,
+          "undo_btn": session is not None and session.can_undo, "redo_btn": session is not None and session.can_redo,
+          "jump_btn": session is not None, "export_btn": session is not None, "import_btn": has_features,
+          "save_btn": session is not None, "zip_btn": session is not None, "push_btn": session is not None,
+          "concept_btn": session is not None and ws.can_add_concepts}
+    return {button: gr.Button(interactive=value) for button, value in on.items()}

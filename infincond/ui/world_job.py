@@ -11,8 +11,11 @@ from collections.abc import Callable
 from ..demo import World, load_world
 from .settings import LoadSettings
 
+#: Images the app samples from the Shapes world by default (``python app.py --samples``).
+SHAPES_SAMPLES = 600
 
-def shapes_preset(world: World, samples: int = 600) -> LoadSettings:
+
+def shapes_preset(world: World, samples: int = SHAPES_SAMPLES) -> LoadSettings:
     """The offline Shapes world as a preset: its dataset, teacher and encoder, its vocabulary typed in, and
     its groups: class x background (where the teacher's shortcut lies)."""
     return LoadSettings(teacher=str(world.teacher), dataset=str(world.dataset), encoder=str(world.encoder),
@@ -25,7 +28,7 @@ class WorldJob:
     it (``load_world`` by default; tests pass a slow stand-in): ``load(on_progress)`` returns the World and
     calls ``on_progress(stage, fraction, seconds_left)`` while it works."""
 
-    def __init__(self, root: str | os.PathLike | None = None, samples: int = 600,
+    def __init__(self, root: str | os.PathLike | None = None, samples: int = SHAPES_SAMPLES,
                  load: Callable | None = None) -> None:
         self.samples = samples
         self.stage, self.fraction, self.seconds_left = "starting", 0.0, None
