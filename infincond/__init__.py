@@ -19,7 +19,8 @@ from .errors import (
     LoadError,
     StorageError,
 )
-from .features import ExtractConfig, FeatureSet, extract_features
+from .extraction import extract_features
+from .features import ExtractConfig, FeatureSet
 from .groups import Groups, groups_for
 from .linear import Contribution, LinearStudent
 from .metrics import Metrics, evaluate, evaluate_student

@@ -13,12 +13,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .hub import endpoint, is_repo_id
 from .metrics import percent
-from .student import TAGS as STUDENT_TAGS
 
 if TYPE_CHECKING:
     from .student import ConceptStudent
 
 TEMPLATE = Path(__file__).with_name("model_card_template.md")
+#: The tags of every student on the Hub (the student's class declares them), and the card's.
+STUDENT_TAGS = ("infincond", "concept-bottleneck", "knowledge-distillation", "interpretability")
 TAGS = [*STUDENT_TAGS, "image-classification"]
 
 

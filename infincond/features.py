@@ -28,11 +28,9 @@ from .concepts.corpus import (
 )
 from .concepts.encoder import REGION_MODES, ConceptEncoder, RegionMode
 from .concepts.presence import concept_presence
-from .data import ImageSource
 from .errors import ConfigError
 from .extract.runtime import PRECISIONS, Precision, resolve_device, resolve_precision
 from .storage import atomic_write, atomic_write_text
-from .teacher import Teacher
 
 FORMAT_VERSION = 2
 #: Region embeddings are kept (fp16) by default while they take at most this much disk.
@@ -254,70 +252,3 @@ class FeatureSet:
             scores[start : start + step] = chunk_scores.numpy()
             best[start : start + step] = chunk_best.numpy().astype(np.int16)
         return scores, best
-
-
-def fingerprint(encoder: ConceptEncoder, teacher: Teacher, source: ImageSource, corpus: ConceptCorpus,
-                config: ExtractConfig) -> str:
-    """Hash of every input that changes the features: models and their revisions, dataset and sample,
-    corpus, extraction settings, the precision they run at, how images are preprocessed (the fast plans'
-    version and settings, draft decoding) and whether region embeddings are kept. Batch size, workers,
-    device and shard size are left out: they do not change the result."""
-    settings = config.to_dict()
-    for name in ("batch_size", "num_workers", "device", "shard_size", "precision", "keep_regions"):
-        settings.pop(name)
-    key = {
-        "version": FORMAT_VERSION,
-        "encoder": [encoder.repo_id, encoder.revision, encoder.region_mode],
-        "teacher": [teacher.repo_id, teacher.revision],
-        "dataset": source.describe(),
-        "corpus": corpus.fingerprint(),
-        "settings": settings,
-        "precision": config.resolved_precision(),
-        "keep_regions": config.resolved_keep_regions(len(source), len(encoder.region_boxes), encoder.embed_dim),
-        "preprocess": {"teacher": teacher.image_plan.identity(), "encoder": encoder.image_plan.identity()},
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def extract_features(source: ImageSource, teacher: Teacher, encoder: ConceptEncoder, corpus: ConceptCorpus,
-                     config: ExtractConfig | None = None, cache_dir: str | os.PathLike | None = None,
-                     progress: bool = True) -> FeatureSet:
-    """Run teacher and encoder over the sample; reuse the cached FeatureSet when the inputs are the same.
-
-    The image pass is :func:`infincond.extract.engine.run_extraction`: pipelined input, shards written as
-    they finish (an interrupted run resumes), several processes under ``accelerate launch``.
-    ``cache_dir=None`` uses :func:`default_cache_dir`; pass ``cache_dir=False`` to disable caching.
-    """
-    from .extract.engine import run_extraction
-
-    config = config or ExtractConfig()
-    key = fingerprint(encoder, teacher, source, corpus, config)
-    root = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / "features"
-    if root is not None and (root / key / "meta.json").exists():
-        return FeatureSet.load(root / key)
-
-    concept_embeddings = encoder.encode_text(corpus.prompts(config.template))
-    if config.dedup_threshold is not None:
-        keep = near_duplicate_mask(concept_embeddings.numpy(), config.dedup_threshold)
-        corpus = corpus.select(np.nonzero(keep)[0])
-        concept_embeddings = concept_embeddings[torch.from_numpy(keep)]
-    meta = FeatureSet(  # everything but the per-image results, which the engine fills in
-        concept_scores=np.zeros((0, len(corpus)), np.float32), best_region=np.zeros((0, len(corpus)), np.int16),
-        region_boxes=encoder.region_boxes, teacher_logits=np.zeros((0, teacher.num_classes), np.float32),
-        labels=source.labels if source.labels is not None else np.full(len(source), -1, dtype=np.int64),
-        image_ids=source.image_ids, is_val=source.is_val,
-        concept_embeddings=concept_embeddings.numpy().astype(np.float32),
-        concepts=list(corpus.concepts), concept_sources=list(corpus.sources), class_names=list(teacher.class_names),
-        dataset_label_names=source.label_names,
-        provenance={
-            "fingerprint": key,
-            "encoder": {"repo_id": encoder.repo_id, "revision": encoder.revision, "region_mode": encoder.region_mode,
-                        "grid_size": encoder.grid_size},
-            "teacher": {"repo_id": teacher.repo_id, "revision": teacher.revision},
-            "dataset": source.describe(),
-            "extract": config.to_dict(),
-        },
-    )
-    keep_regions = config.resolved_keep_regions(len(source), len(encoder.region_boxes), encoder.embed_dim)
-    return run_extraction(source, teacher, encoder, meta, config, root=root, keep_regions=keep_regions,
-                          progress=progress)

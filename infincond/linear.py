@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .regions import box_on_image
+
 if TYPE_CHECKING:
     from .distill.config import DistillConfig
 
@@ -55,8 +57,6 @@ class Contribution:
 
     def box_on(self, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
         """The region in pixel coordinates of an image of ``image_size`` (width, height)."""
-        from .concepts.presence import box_on_image
-
         return box_on_image(np.asarray(self.region), image_size)
 
 

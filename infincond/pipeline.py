@@ -17,7 +17,8 @@ from .data import DataConfig, ImageSource
 from .distill import DistillConfig, distill
 from .errors import ColumnDetectionError, ConfigError
 from .extract.runtime import processes
-from .features import ExtractConfig, FeatureSet, extract_features, fingerprint, map_labels
+from .extraction import extract_features, fingerprint
+from .features import ExtractConfig, FeatureSet, map_labels
 from .groups import groups_for
 from .hub import ref_key
 from .linear import LinearStudent

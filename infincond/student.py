@@ -23,6 +23,7 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
+from .card import STUDENT_TAGS, model_card
 from .concepts.encoder import ConceptEncoder
 from .concepts.presence import concept_presence, stored_regions
 from .data import open_rgb
@@ -38,7 +39,6 @@ EXTRA_FILES = {"metrics.json": "metrics", "tuning_log.json": "tuning_log"}
 STUDENT_FILES = frozenset({"model.safetensors", "config.json", "README.md", *EXTRA_FILES})
 #: The arrays of model.safetensors (``weight_std`` only for a student fitted with an ensemble).
 ARRAYS = ("weight", "bias", "score_mean", "score_std", "concept_embeddings")
-TAGS = ("infincond", "concept-bottleneck", "knowledge-distillation", "interpretability")
 
 
 def holds_student(folder: Path) -> bool:
@@ -93,7 +93,7 @@ def _json_safe(name: str, value: object) -> object:
     return value
 
 
-class ConceptStudent(ModelHubMixin, library_name="infincond", pipeline_tag="image-classification", tags=list(TAGS)):
+class ConceptStudent(ModelHubMixin, library_name="infincond", pipeline_tag="image-classification", tags=list(STUDENT_TAGS)):
     """A sparse linear model over concept presence scores, with the concepts' embeddings and a reference to
     the encoder that measures them. Load with ``from_pretrained`` (strict: every array must be there)."""
 
@@ -255,8 +255,6 @@ class ConceptStudent(ModelHubMixin, library_name="infincond", pipeline_tag="imag
 
     def generate_model_card(self, repo_id: str | None = None, **_) -> ModelCard:
         """The model card (``README.md``): see :func:`infincond.card.model_card`."""
-        from .card import model_card
-
         return model_card(self, repo_id)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,

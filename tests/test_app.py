@@ -210,12 +210,12 @@ def test_a_typed_concept_is_scored_shown_and_tunable_without_an_image_pass(app_u
     load_and_distil(client, preset)
     call(client, "apply", "Remove", 2.0)
     before = json.loads(open(client.predict(api_name="/export_log")).read())
-    from infincond.extract import engine
+    from infincond import extraction
 
     def no_image_pass(*args, **kwargs):
         raise AssertionError("adding a concept must not read images")
 
-    monkeypatch.setattr(engine, "run_extraction", no_image_pass)
+    monkeypatch.setattr(extraction, "run_extraction", no_image_pass)
     out = call(client, "add_concept", "zebra stripes")
     assert out["new_concept"] == ""
     assert "Where **zebra stripes** is most present" in out["images_md"]

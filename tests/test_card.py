@@ -15,7 +15,7 @@ def test_card_data_field_by_field(features, encoder):
     linear = distill(features, DistillConfig(nec=2, ensemble=3))
     session = TuningSession(features, linear)
     c, k = np.argwhere(linear.weight != 0)[0]
-    session.remove(features.concepts[k], features.class_names[c])
+    session.remove(features.concepts[k], features.class_names[c], proxies=[])  # that weight alone
     student = ConceptStudent.from_session(session, encoder)
     data = card_data(student, "alice/shapes-student")
     assert isinstance(data, StudentCardData)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from infincond import ConceptEncoder, ConfigError, LoadError, concept_presence
-from infincond.concepts.presence import box_on_image
+from infincond.regions import box_on_image
 
 
 def test_whole_image_region_is_the_image_embedding(encoder, source):

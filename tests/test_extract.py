@@ -40,7 +40,7 @@ from infincond.extract import loader as loader_module
 from infincond.extract.loader import decode_image
 from infincond.extract.preprocess import image_plan
 from infincond.extract.runtime import resolve_device, resolve_precision
-from infincond.features import fingerprint
+from infincond.extraction import fingerprint
 from infincond.testing import photo_jpeg
 
 from .conftest import CONCEPTS, _free_port

@@ -15,6 +15,7 @@ from PIL import Image
 from ..errors import ConfigError, LoadError
 from ..extract.preprocess import PlannedModel
 from ..hub import check_ref, loading, model_revision
+from ..regions import grid_boxes, image_views
 
 RegionMode = Literal["auto", "dense", "grid", "whole"]
 REGION_MODES: tuple[str, ...] = get_args(RegionMode)
@@ -35,26 +36,6 @@ class RegionEmbeddings:
 def _pooled(output: object) -> torch.Tensor:
     """transformers 5 returns a model output from get_*_features; older versions a tensor."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-def _grid_boxes(rows: int, cols: int) -> np.ndarray:
-    """Boxes of a rows x cols grid, row-major, in [0, 1] coordinates. Shape (rows * cols, 4)."""
-    ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    return np.stack([xs / cols, ys / rows, (xs + 1) / cols, (ys + 1) / rows], -1).reshape(-1, 4).astype(np.float32)
-
-
-def image_views(image: Image.Image, grid_size: int = 0) -> list[Image.Image]:
-    """The encoder inputs of one image: the image itself, then (``grid_size`` > 0) the cells of a
-    grid_size x grid_size grid over its centred square (the square the processor's centre crop sees),
-    row-major, matching :func:`_grid_boxes`."""
-    if grid_size <= 0:
-        return [image]
-    w, h = image.size
-    side = min(w, h)
-    x0, y0 = (w - side) / 2, (h - side) / 2
-    crops = [image.crop((x0 + xa * side, y0 + ya * side, x0 + xb * side, y0 + yb * side))
-             for xa, ya, xb, yb in _grid_boxes(grid_size, grid_size)]
-    return [image, *crops]
 
 
 class ConceptEncoder(PlannedModel):
@@ -174,7 +155,7 @@ class ConceptEncoder(PlannedModel):
         return 1 + self.view_grid**2
 
     def views(self, image: Image.Image) -> list[Image.Image]:
-        """The inputs of one image (see :func:`image_views`)."""
+        """The inputs of one image (see :func:`~infincond.regions.image_views`)."""
         return image_views(image, self.view_grid)
 
     @property
@@ -184,9 +165,9 @@ class ConceptEncoder(PlannedModel):
         if self.region_mode == "whole":
             return whole
         if self.region_mode == "grid":
-            return np.concatenate([whole, _grid_boxes(self.grid_size, self.grid_size)])
+            return np.concatenate([whole, grid_boxes(self.grid_size, self.grid_size)])
         side = self._patch_grid_side()
-        return np.concatenate([whole, _grid_boxes(side, side)])
+        return np.concatenate([whole, grid_boxes(side, side)])
 
     def _patch_grid_side(self) -> int:
         cfg = self.model.config.vision_config if hasattr(self.model.config, "vision_config") else self.model.config

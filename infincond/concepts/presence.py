@@ -3,7 +3,6 @@ clipped at 0, and the region that gave it is kept for localisation."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 #: Region embeddings are kept in this precision, and presence is always computed from them rounded to it,
@@ -38,16 +37,3 @@ def presence_map(region_embeddings: torch.Tensor, concept_embedding: torch.Tenso
     """A concept's presence in each region of B images (B, R) float32: max(cos, 0) region by region (the
     presence score is its maximum). region_embeddings (B, R, D), concept_embedding (D,), L2-normalised."""
     return region_similarity(region_embeddings, concept_embedding[None])[:, 0].clamp_min_(0.0)
-
-
-def box_on_image(box: np.ndarray, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """Map a region box from the encoder's centred square crop to pixel coordinates of the original image.
-
-    box: (4,) (x0, y0, x1, y1) in [0, 1]. image_size: (width, height). CLIP-style processors resize
-    the short side and crop the centre square, so that square is what the box refers to.
-    """
-    width, height = image_size
-    side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return (left + x0 * side, top + y0 * side, left + x1 * side, top + y1 * side)

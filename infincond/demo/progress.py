@@ -7,12 +7,8 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from .dual_encoder import STAGES as ENCODER_STAGES
-
-if TYPE_CHECKING:
-    from .world import WorldConfig
 
 #: The stages of a build, as ``build_world``'s ``on_progress`` names them. The dataset and the teacher
 #: are made beside the dual encoder (its scenes, image tower, pool embeddings and text tower, in order),
@@ -23,27 +19,6 @@ BUILD_STAGES = (*ENCODER_STAGES, "dataset", "teacher", "saving")
 #: done (0 to 1, never decreasing, 1.0 exactly once, when the world is in place) and an estimate of the
 #: seconds left (None until there is enough to go on).
 ProgressCallback = Callable[[str, float, "float | None"], None]
-
-
-def stage_costs(config: WorldConfig) -> dict[str, float]:
-    """Each stage's share of the build, in the seconds it adds on an idle 2-core AMD EPYC (Zen 4): the
-    weights of the overall fraction, so that it advances about evenly in time. The dataset and the
-    encoder's scenes are rendered side by side but mostly hold Python's lock, so they count at about one
-    core; the teacher trains beside the image tower and takes its share of the two cores."""
-    s, e, t = config.scenes, config.encoder, config.teacher
-    pixels = (s.image_size / 64) ** 2
-    train = s.split_sizes["train"]
-    teacher_steps = max(1, math.ceil(t.epochs * train / t.batch_size))
-    teacher_width = sum(h * h for h in t.hidden_sizes) / sum(h * h for h in (32, 64, 128))
-    return {
-        "encoder scenes": 0.85e-3 * e.pool_size * pixels,
-        "image tower": 1.1e-3 * e.image_steps * e.batch_size * pixels,
-        "pool embeddings": 0.42e-3 * e.pool_size * pixels,
-        "text tower": 0.47e-3 * e.text_steps * e.text_batch_size,
-        "dataset": 1.2e-3 * sum(s.split_sizes.values()) * pixels,
-        "teacher": 0.9e-3 * teacher_steps * min(t.batch_size, train) * pixels * max(teacher_width, 0.05),
-        "saving": 0.5,
-    }
 
 
 class Aborted(Exception):

@@ -1,8 +1,6 @@
-"""The concept-extraction engine: pipelined input (DataLoader workers decode each image once and run both
-models' image plans), device and precision, a sharded resumable store, and the accelerate process split.
-
-``infincond.features.extract_features`` is the public entry point; it delegates the image pass to
-:func:`infincond.extract.engine.run_extraction`.
+"""The parts of the image pass: fast image plans (preprocess), the loader whose workers decode each image
+once and apply both models' plans, device and precision (runtime), and the sharded resumable store. They
+sit below :mod:`infincond.features`; :mod:`infincond.extraction` runs them (``extract_features``).
 """
 
 from .preprocess import PREPROCESS_VERSION, ImagePlan, image_plan

@@ -17,15 +17,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ..concepts.encoder import image_views
 from ..data import ImageSource, to_rgb
+from ..regions import image_views
 from .preprocess import ImagePlan
 
 
 @dataclass(frozen=True)
 class ModelInput:
     """One model's side of a batch: its plan and how many views of each image it sees (1, or the whole
-    image plus a grid of crops, see :func:`~infincond.concepts.encoder.image_views`)."""
+    image plus a grid of crops, see :func:`~infincond.regions.image_views`)."""
 
     plan: ImagePlan
     grid_size: int = 0

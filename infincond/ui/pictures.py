@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..concepts.presence import box_on_image
 from ..errors import StorageError
+from ..regions import box_on_image
 from ..storage import atomic_write
 
 HIGHLIGHT = (255, 196, 0)

@@ -1,9 +1,14 @@
 """The extraction run: shards of the sample split between processes, each shard's batches streamed through
 the input workers into both models (autocast at the run's precision), presence computed on the device,
-each shard written as soon as it is complete; then the main process assembles the FeatureSet."""
+each shard written as soon as it is complete; then the main process assembles the FeatureSet.
+:func:`extract_features` is the entry point: the features' cache key (:func:`fingerprint`), a cached
+FeatureSet reused, else this run. It sits above :mod:`infincond.features`; the parts of the image pass it
+runs (:mod:`infincond.extract`: image plans, loader, runtime, shards) below it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -18,17 +23,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..concepts.encoder import ConceptEncoder
-from ..concepts.presence import concept_presence, stored_regions
-from ..data import ImageSource
-from ..errors import ConfigError, ExtractionError
-from ..features import ExtractConfig, FeatureSet
-from ..storage import fsync_folder
-from ..teacher import Teacher
-from .loader import ImageBatches, ModelInput, make_loader
-from .preprocess import PREPROCESS_VERSION
-from .runtime import Processes, autocast, default_num_workers, processes, resolve_precision
-from .shards import ShardStore
+from .concepts.corpus import ConceptCorpus, near_duplicate_mask
+from .concepts.encoder import ConceptEncoder
+from .concepts.presence import concept_presence, stored_regions
+from .data import ImageSource
+from .errors import ConfigError, ExtractionError
+from .extract.loader import ImageBatches, ModelInput, make_loader
+from .extract.preprocess import PREPROCESS_VERSION
+from .extract.runtime import Processes, autocast, default_num_workers, processes, resolve_precision
+from .extract.shards import ShardStore
+from .features import FORMAT_VERSION, ExtractConfig, FeatureSet, default_cache_dir
+from .storage import fsync_folder
+from .teacher import Teacher
 
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -247,3 +253,68 @@ def run_extraction(source: ImageSource, teacher: Teacher, encoder: ConceptEncode
         if procs.is_main:
             shutil.rmtree(final, ignore_errors=True)
     return features
+
+
+def fingerprint(encoder: ConceptEncoder, teacher: Teacher, source: ImageSource, corpus: ConceptCorpus,
+                config: ExtractConfig) -> str:
+    """Hash of every input that changes the features: models and their revisions, dataset and sample,
+    corpus, extraction settings, the precision they run at, how images are preprocessed (the fast plans'
+    version and settings, draft decoding) and whether region embeddings are kept. Batch size, workers,
+    device and shard size are left out: they do not change the result."""
+    settings = config.to_dict()
+    for name in ("batch_size", "num_workers", "device", "shard_size", "precision", "keep_regions"):
+        settings.pop(name)
+    key = {
+        "version": FORMAT_VERSION,
+        "encoder": [encoder.repo_id, encoder.revision, encoder.region_mode],
+        "teacher": [teacher.repo_id, teacher.revision],
+        "dataset": source.describe(),
+        "corpus": corpus.fingerprint(),
+        "settings": settings,
+        "precision": config.resolved_precision(),
+        "keep_regions": config.resolved_keep_regions(len(source), len(encoder.region_boxes), encoder.embed_dim),
+        "preprocess": {"teacher": teacher.image_plan.identity(), "encoder": encoder.image_plan.identity()},
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def extract_features(source: ImageSource, teacher: Teacher, encoder: ConceptEncoder, corpus: ConceptCorpus,
+                     config: ExtractConfig | None = None, cache_dir: str | os.PathLike | None = None,
+                     progress: bool = True) -> FeatureSet:
+    """Run teacher and encoder over the sample; reuse the cached FeatureSet when the inputs are the same.
+
+    The image pass is :func:`run_extraction`: pipelined input, shards written as they finish (an
+    interrupted run resumes), several processes under ``accelerate launch``.
+    ``cache_dir=None`` uses :func:`default_cache_dir`; pass ``cache_dir=False`` to disable caching.
+    """
+    config = config or ExtractConfig()
+    key = fingerprint(encoder, teacher, source, corpus, config)
+    root = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / "features"
+    if root is not None and (root / key / "meta.json").exists():
+        return FeatureSet.load(root / key)
+
+    concept_embeddings = encoder.encode_text(corpus.prompts(config.template))
+    if config.dedup_threshold is not None:
+        keep = near_duplicate_mask(concept_embeddings.numpy(), config.dedup_threshold)
+        corpus = corpus.select(np.nonzero(keep)[0])
+        concept_embeddings = concept_embeddings[torch.from_numpy(keep)]
+    meta = FeatureSet(  # everything but the per-image results, which the engine fills in
+        concept_scores=np.zeros((0, len(corpus)), np.float32), best_region=np.zeros((0, len(corpus)), np.int16),
+        region_boxes=encoder.region_boxes, teacher_logits=np.zeros((0, teacher.num_classes), np.float32),
+        labels=source.labels if source.labels is not None else np.full(len(source), -1, dtype=np.int64),
+        image_ids=source.image_ids, is_val=source.is_val,
+        concept_embeddings=concept_embeddings.numpy().astype(np.float32),
+        concepts=list(corpus.concepts), concept_sources=list(corpus.sources), class_names=list(teacher.class_names),
+        dataset_label_names=source.label_names,
+        provenance={
+            "fingerprint": key,
+            "encoder": {"repo_id": encoder.repo_id, "revision": encoder.revision, "region_mode": encoder.region_mode,
+                        "grid_size": encoder.grid_size},
+            "teacher": {"repo_id": teacher.repo_id, "revision": teacher.revision},
+            "dataset": source.describe(),
+            "extract": config.to_dict(),
+        },
+    )
+    keep_regions = config.resolved_keep_regions(len(source), len(encoder.region_boxes), encoder.embed_dim)
+    return run_extraction(source, teacher, encoder, meta, config, root=root, keep_regions=keep_regions,
+                          progress=progress)
