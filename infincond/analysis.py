@@ -11,8 +11,8 @@ import numpy as np
 
 from .distill import DistillConfig, distill_sweep
 from .features import FeatureSet
-from .linear import Contribution, LinearStudent
-from .metrics import Metrics, evaluate_student
+from .linear import Contribution, LinearStudent, strongest
+from .metrics import Metrics, accuracy_by_class, evaluate_student, finite_or_none
 
 
 def class_presence(features: FeatureSet, student: LinearStudent) -> np.ndarray:
@@ -55,9 +55,7 @@ def influence(weight: np.ndarray, presence: np.ndarray) -> np.ndarray:
 
 def top_concepts(influence: np.ndarray, n: int = 20, class_id: int | None = None) -> np.ndarray:
     """Indices of the ``n`` concepts with the largest |influence| (on one class, or on any class)."""
-    strength = np.abs(influence[class_id]) if class_id is not None else np.abs(influence).max(0)
-    order = np.argsort(-strength, kind="stable")
-    return order[strength[order] > 0][:n]
+    return strongest(influence[class_id] if class_id is not None else np.abs(influence).max(0), n)
 
 
 def images_with_concept(features: FeatureSet, concept: int, n: int = 12,
@@ -112,14 +110,9 @@ def class_summary(features: FeatureSet) -> tuple[float | None, list[dict]]:
     """The teacher's accuracy against the labels (None without labels) and, per class, the images labelled
     with it, how many the teacher gives it, and the teacher's accuracy on it."""
     predicted, labels = features.teacher_logits.argmax(1), features.labels_as_classes
-    known = labels >= 0
-    accuracy = float(np.mean(predicted[known] == labels[known])) if known.any() else None
-    rows = []
-    for c, name in enumerate(features.class_names):
-        mine = labels == c
-        rows.append({"class": name, "labelled": int(mine.sum()), "predicted": int((predicted == c).sum()),
-                     "accuracy": float(np.mean(predicted[mine] == c)) if mine.any() else None})
-    return accuracy, rows
+    accuracy, per_class = accuracy_by_class(predicted, labels, features.num_classes)
+    return accuracy, [{"class": name, "labelled": int((labels == c).sum()), "predicted": int((predicted == c).sum()),
+                       "accuracy": finite_or_none(per_class[c])} for c, name in enumerate(features.class_names)]
 
 
 def class_examples(features: FeatureSet, per_class: int = 2) -> list[tuple[int, int]]:

@@ -32,6 +32,7 @@ from .analysis import mean_by_class
 from .errors import ConfigError
 from .groups import presence_split
 from .linear import LinearStudent, log_softmax
+from .metrics import percent
 from .proxies import PROXY_CORRELATION, Tracking, class_of_rows, group_sums
 
 #: Findings per class (after folding proxies), and candidates looked at per class before folding.
@@ -95,6 +96,21 @@ class AuditReport:
             if concept == finding.concept or concept in finding.proxies:
                 return i
         return None
+
+    def format(self, top: int = 20) -> str:
+        """The ``top`` findings as a table to read: the class, the concept, its score, the teacher's and the
+        student's accuracy with / without it, the group it hurts, and what tracks it."""
+        lines = [f"{'#':>3}  {'class':<14} {'concept':<22} {'score':>6}  teacher with / without  student with / "
+                 "without  hurt group (images, teacher, student)"]
+        for i, f in enumerate(self.findings[:top], start=1):
+            tracked = f"  [tracked by {', '.join(f.proxies[:4])}{' ...' if len(f.proxies) > 4 else ''}]" \
+                if f.proxies else ""
+            lines.append(f"{i:>3}  {f.class_name:<14} {f.concept:<22} {f.score:6.2f}  "
+                         f"{percent(f.teacher_accuracy_with, 7)} / {percent(f.teacher_accuracy_without, 7)}        "
+                         f"{percent(f.student_accuracy_with, 7)} / {percent(f.student_accuracy_without, 7)}   "
+                         f"{f.hurt_group} ({f.hurt_n}, {percent(f.hurt_teacher_accuracy)}, "
+                         f"{percent(f.hurt_student_accuracy)}){tracked}")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"labelled": self.labelled, "n_images": self.n_images, "rows_used": self.rows_used,

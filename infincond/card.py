@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .hub import endpoint, is_repo_id
+from .linear import strongest
 from .metrics import percent
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def top_concepts(student: ConceptStudent, per_class: int = 5) -> list[dict]:
     weight, spread = student.linear.weight, student.linear.weight_std
     rows = []
     for c, name in enumerate(student.class_names):
-        order = [k for k in np.argsort(-np.abs(weight[c]), kind="stable")[:per_class] if weight[c, k] != 0]
+        order = strongest(weight[c], per_class)
         cells = [f"{student.concepts[k]} ({weight[c, k]:+.2f}"
                  + (f" ± {spread[c, k]:.2f})" if spread is not None else ")") for k in order]
         rows.append({"name": name, "concepts": ", ".join(cells) or "(none)"})

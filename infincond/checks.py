@@ -45,3 +45,19 @@ def check_choice(name: str, value: object, choices: Iterable[object]) -> object:
     if value not in options:
         raise ConfigError(f"{name} must be one of {', '.join(map(repr, options))}, not {value!r}.")
     return value
+
+
+def check_label_weight(value: object, name: str = "label_weight (alpha)") -> float:
+    """The label blend alpha: the share of the one-hot label in what the student fits, in [0, 1]."""
+    return check_number(name, value, 0.0, 1.0)
+
+
+def check_factor(value: object, name: str = "The tuning factor") -> float:
+    """An up- or down-tune's factor: a finite number greater than 1 (up-tune multiplies a concept's influence
+    by it, down-tune divides it)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)) or value <= 0:
+        raise ConfigError(f"{name} must be a finite number, greater than 1 (a positive factor), not {value!r}.")
+    if value <= 1:
+        raise ConfigError(f"{name} must be greater than 1, not {float(value):g}: up-tune multiplies the concept's "
+                          "influence by it and down-tune divides it.")
+    return float(value)

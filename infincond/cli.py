@@ -11,7 +11,7 @@ from types import UnionType
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import InfinconError
-from .metrics import percent
+from .metrics import format_groups, percent
 
 
 def config_option(parser: argparse.ArgumentParser, config: type, name: str, flag: str | None = None,
@@ -35,6 +35,8 @@ def config_option(parser: argparse.ArgumentParser, config: type, name: str, flag
 #: The DataConfig and ExtractConfig fields the data options set (dataset, samples and config_name first:
 #: they have their own flags), each an option named after its field.
 DATA_OPTIONS = ("dataset", "samples", "config_name", "split", "image_column", "label_column", "val_fraction", "seed")
+#: The DistillConfig fields `distill` sets (the seed is the data options' own).
+DISTILL_OPTIONS = ("nec", "method", "temperature", "ensemble")
 EXTRACT_OPTIONS = ("template", "region_mode", "batch_size", "num_workers", "device", "precision", "shard_size",
                    "keep_regions", "draft")
 
@@ -104,7 +106,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     _add_inputs(p)
     p.add_argument("--out", required=True, help="Folder to write the student into (new, empty, or a previous "
                                                 "student's).")
-    for name in ("nec", "method", "temperature", "ensemble"):
+    for name in DISTILL_OPTIONS:
         config_option(p, DistillConfig, name)
     _add_group_column(p)
     p.set_defaults(func=_distill)
@@ -116,18 +118,6 @@ def _add_group_column(p: argparse.ArgumentParser) -> None:
                         "of class x its values (or the concept present / absent), and the worst group's.")
 
 
-def _print_groups(m: dict, indent: str = "  ") -> None:
-    """The worst group and every group's accuracy, teacher beside student, from a metrics dict."""
-    groups = m.get("groups")
-    if not groups:
-        return
-    print(f"{indent}worst group       {percent(groups['worst_group_accuracy'])}  ({groups['worst_group']}; the "
-          f"teacher's: {groups['teacher_worst_group']} {percent(groups['teacher_worst_group_accuracy'])})")
-    print(f"{indent}per group of class x {groups['attribute']} (images, teacher, student):")
-    for name, g in groups["per_group"].items():
-        print(f"{indent}  {name:<28} {g['n']:>6}  {percent(g['teacher_accuracy'], 6)}  {percent(g['accuracy'], 6)}")
-
-
 def _distill(args: argparse.Namespace) -> int:
     from .distill import DistillConfig
     from .pipeline import run_distillation
@@ -137,8 +127,7 @@ def _distill(args: argparse.Namespace) -> int:
     # Before any long work: the student must be saveable where asked, and every setting valid.
     check_folder_target(args.out, what="a student", replaceable=holds_student)
     data, extract, corpus = _inputs(args)
-    config = DistillConfig(method=args.method, nec=args.nec, temperature=args.temperature, ensemble=args.ensemble,
-                           seed=args.seed)
+    config = DistillConfig(**{name: getattr(args, name) for name in DISTILL_OPTIONS}, seed=args.seed)
     run = run_distillation(args.teacher, data, args.encoder, corpus, extract=extract, distill_config=config,
                            cache_dir=args.cache_dir, group_column=args.group_column)
     out = Path(args.out)
@@ -151,7 +140,8 @@ def _distill(args: argparse.Namespace) -> int:
     print(f"  teacher accuracy  {percent(m['teacher_accuracy'])}")
     print(f"  NEC per class     {m['nec']:.1f}  (max {int(run.metrics.nec_per_class.max())})")
     print(f"  disagreements     {m['n_disagreements']}")
-    _print_groups(m)
+    if m.get("groups"):
+        print(*format_groups(m["groups"]), sep="\n")
     print(f"Student written to {out}")
     return 0
 
@@ -196,20 +186,13 @@ def _audit(args: argparse.Namespace) -> int:
     report = audit(audited, student, rows)
     where = f"split {args.audit_split!r}" if args.audit_split else "the validation rows"
     print(f"\nShortcut audit on {where} ({report.n_images} images; {report.seconds:.2f} s). {report.note}")
-    print(f"{'#':>3}  {'class':<14} {'concept':<22} {'score':>6}  teacher with / without  student with / without"
-          "  hurt group (images, teacher, student)")
-    for i, f in enumerate(report.findings[: args.top], start=1):
-        proxies = f"  [tracked by {', '.join(f.proxies[:4])}{' ...' if len(f.proxies) > 4 else ''}]" if f.proxies else ""
-        print(f"{i:>3}  {f.class_name:<14} {f.concept:<22} {f.score:6.2f}  {percent(f.teacher_accuracy_with, 7)} / "
-              f"{percent(f.teacher_accuracy_without, 7)}        {percent(f.student_accuracy_with, 7)} / "
-              f"{percent(f.student_accuracy_without, 7)}   {f.hurt_group} ({f.hurt_n}, "
-              f"{percent(f.hurt_teacher_accuracy)}, {percent(f.hurt_student_accuracy)}){proxies}")
+    print(report.format(args.top))
     if groups is None and report.findings:  # no column named: class x the top finding's concept, present or absent
         groups = groups_for(audited, audited_inputs.source, f"concept:{report.findings[0].concept}")
     if groups is not None:
         rows_evaluated = "all" if args.audit_split else "val"
         print(f"\nOn {where}:")
-        _print_groups(evaluate_student(audited, student, rows_evaluated, groups).to_dict())
+        print(*format_groups(evaluate_student(audited, student, rows_evaluated, groups).to_dict()["groups"]), sep="\n")
     if args.json:
         atomic_write_text(args.json, json.dumps(report.to_dict(), indent=1))
         print(f"Findings written to {args.json}")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .checks import check_integer, check_number
 from .errors import ColumnDetectionError, ConfigError, LoadError
-from .hub import check_ref, is_local, loading
+from .hub import check_ref, is_local, loading, local_files
 
 _LABEL_NAMES = ("label", "labels", "fine_label", "class", "category", "target", "coarse_label")
 _IMAGE_NAMES = ("image", "img", "images", "picture", "photo")
@@ -134,9 +134,7 @@ def _local_cache_dir(folder: Path) -> str:
     so a folder rebuilt in place, or another folder with the same name, would be served stale rows."""
     import datasets
 
-    entries = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
-    digest = hashlib.sha256(json.dumps([str(folder.resolve()), entries]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps([str(folder.resolve()), local_files(folder)]).encode()).hexdigest()[:16]
     return str(Path(datasets.config.HF_DATASETS_CACHE) / "infincond-local" / digest)
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ConfigError, HubError, InfinconError, LoadError
-
-#: Files whose size and modification time identify the state of a local model or dataset folder.
-_FINGERPRINT_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".arrow", ".parquet", ".model")
 
 
 def is_local(ref: str | os.PathLike) -> bool:
@@ -19,19 +17,20 @@ def is_local(ref: str | os.PathLike) -> bool:
     return Path(os.fspath(ref)).expanduser().exists()
 
 
-def local_revision(path: str | os.PathLike) -> str:
-    """A short content stamp of a local folder (names, sizes, mtimes of its model/data files).
-
-    It stands in for the commit hash a Hub repo would have, so caches notice when a local repo changes.
-    """
+def local_files(path: str | os.PathLike) -> list[tuple[str, int, int]]:
+    """What a local folder (or file) holds, as (path relative to its parent, size, mtime in ns), sorted: every
+    file but those under a ``.cache`` folder (the datasets library's own). The one rule of what a local
+    repo's content stamp covers."""
     root = Path(os.fspath(path)).expanduser().resolve()
-    digest = hashlib.sha256()
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    for file in files:
-        if file.suffix not in _FINGERPRINT_SUFFIXES and file != root:
-            continue
-        stat = file.stat()
-        digest.update(f"{file.relative_to(root.parent)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()
+                                                  and ".cache" not in p.relative_to(root).parts)
+    return [(str(f.relative_to(root.parent)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def local_revision(path: str | os.PathLike) -> str:
+    """A short content stamp of a local folder (:func:`local_files`): it stands in for the commit hash a
+    Hub repo would have, so caches notice when a local repo changes."""
+    digest = hashlib.sha256(json.dumps(local_files(path)).encode())
     return "local-" + digest.hexdigest()[:16]
 
 

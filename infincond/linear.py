@@ -35,6 +35,14 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
+def strongest(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest |values| (K,), the non-zero ones only, ties in index order: a class's
+    strongest concepts, by weight or by influence."""
+    strength = np.abs(np.asarray(values))
+    order = np.argsort(-strength, kind="stable")
+    return order[strength[order] > 0][:n]
+
+
 def standardisation(concept_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-concept mean and standard deviation (K,), float32, of scores (N, K); a constant concept gets a
     standard deviation of 1 so that it standardises to 0 rather than dividing by 0."""

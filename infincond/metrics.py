@@ -106,10 +106,31 @@ class Metrics:
                 "groups": self.groups_dict()}
 
 
+def format_groups(groups: dict, indent: str = "  ") -> list[str]:
+    """A metrics dict's ``groups`` (:meth:`Metrics.groups_dict`) as lines: the worst group, then every
+    group's images and accuracy, teacher beside student."""
+    lines = [f"{indent}worst group       {percent(groups['worst_group_accuracy'])}  ({groups['worst_group']}; the "
+             f"teacher's: {groups['teacher_worst_group']} {percent(groups['teacher_worst_group_accuracy'])})",
+             f"{indent}per group of class x {groups['attribute']} (images, teacher, student):"]
+    return lines + [f"{indent}  {name:<28} {g['n']:>6}  {percent(g['teacher_accuracy'], 6)}  {percent(g['accuracy'], 6)}"
+                    for name, g in groups["per_group"].items()]
+
+
 def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.full(num.shape, np.nan)
     np.divide(num, den, out=out, where=den > 0)
     return out
+
+
+def accuracy_by_class(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[float | None, np.ndarray]:
+    """The accuracy of ``predictions`` (N,) against ``labels`` (N,) (class ids, -1 where unknown: left out):
+    overall (None without a known label) and per class (C,) (NaN for a class without a labelled image)."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    known = labels >= 0
+    hits = predictions[known] == labels[known]
+    per_class = _safe_ratio(np.bincount(labels[known], weights=hits, minlength=num_classes),
+                            np.bincount(labels[known], minlength=num_classes).astype(float))
+    return (float(hits.mean()) if known.any() else None), per_class
 
 
 def teacher_terms(teacher_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -137,11 +158,9 @@ def evaluate(student_logits: np.ndarray, teacher_logits: np.ndarray, labels_as_c
     agreement = _safe_ratio(np.diag(confusion).astype(float), confusion.sum(1).astype(float))
 
     labels = np.full(n, -1) if labels_as_classes is None else np.asarray(labels_as_classes)
-    known = labels >= 0
-    n_labelled = int(known.sum())
-    per_class_count = np.bincount(labels[known], minlength=c).astype(float)
-    student_hits = np.bincount(labels[known], weights=(student_pred[known] == labels[known]), minlength=c)
-    teacher_hits = np.bincount(labels[known], weights=(teacher_pred[known] == labels[known]), minlength=c)
+    n_labelled = int((labels >= 0).sum())
+    accuracy, class_accuracy = accuracy_by_class(student_pred, labels, c)
+    teacher_accuracy, teacher_class_accuracy = accuracy_by_class(teacher_pred, labels, c)
     grouped = {}
     if groups is not None:
         size, student_group_hits, teacher_group_hits = group_hits(groups.codes, len(groups.names), labels,
@@ -154,13 +173,13 @@ def evaluate(student_logits: np.ndarray, teacher_logits: np.ndarray, labels_as_c
         n_labelled=n_labelled,
         fidelity=float(agree.mean()) if n else float("nan"),
         kl=kl,
-        accuracy=float(np.mean(student_pred[known] == labels[known])) if n_labelled else None,
-        teacher_accuracy=float(np.mean(teacher_pred[known] == labels[known])) if n_labelled else None,
+        accuracy=accuracy,
+        teacher_accuracy=teacher_accuracy,
         class_names=list(class_names),
         agreement=agreement,
         precision=precision,
-        class_accuracy=_safe_ratio(student_hits, per_class_count),
-        teacher_class_accuracy=_safe_ratio(teacher_hits, per_class_count),
+        class_accuracy=class_accuracy,
+        teacher_class_accuracy=teacher_class_accuracy,
         confusion=confusion,
         disagreement_ids=np.asarray(image_ids)[~agree],
         nec_per_class=np.asarray(nec_per_class),

@@ -12,6 +12,7 @@ from PIL import Image
 
 from .errors import LoadError
 from .extract.preprocess import PlannedModel
+from .extract.runtime import resolve_device
 from .hub import check_ref, loading, model_revision
 
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
@@ -59,8 +60,7 @@ class Teacher(PlannedModel):
         if num_labels < 2:
             raise LoadError(f"Teacher {ref!r} has {num_labels} output(s); a classifier with at least 2 classes is needed.")
         names = resolve_class_names(getattr(model.config, "id2label", None), num_labels, dataset_label_names)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model, processor, ref, model_revision(ref, revision, model.config), names, device)
+        return cls(model, processor, ref, model_revision(ref, revision, model.config), names, resolve_device(device))
 
     @property
     def num_classes(self) -> int:

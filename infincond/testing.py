@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40),
-           "purple": (140, 50, 170), "orange": (240, 140, 30)}
+from .demo.scenes import COLOURS
+
 SHAPES = ("circle", "square", "triangle")
 
 

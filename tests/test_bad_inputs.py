@@ -179,7 +179,7 @@ def library_cases(repos, bad):
          replay(lambda d: d["entries"][1]["params"].update(concept="unicorn")), ConfigError,
          "Step 1 of the tuning log (edit) cannot be replayed: Unknown concept 'unicorn'"),
         ("a label weight of NaN", lambda: TuningSession(FEATURES, STUDENT).set_label_weight(float("nan")),
-         ConfigError, "label_weight (alpha) must lie in [0, 1]"),
+         ConfigError, "label_weight (alpha) must be a finite number in [0, 1], not nan"),
     ]
 
 

@@ -146,7 +146,7 @@ def test_one_sessions_events_run_one_at_a_time_and_other_sessions_do_not_wait(tm
         if name == "a1":
             assert release.wait(30)
 
-    events = Events(SimpleNamespace(state="state"), {}, Workspace, None)
+    events = Events(SimpleNamespace(state="state"), Workspace)
     guarded = events.guard("session", handler)
     a, b = Workspace(cache_dir=str(tmp_path / "a")), Workspace(cache_dir=str(tmp_path / "b"))
     a.lock = WatchedLock()

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..errors import ConfigError, LoadError
 from ..extract.preprocess import PlannedModel
+from ..extract.runtime import resolve_device
 from ..hub import check_ref, loading, model_revision
 from ..regions import grid_boxes, image_views
 
@@ -103,9 +104,9 @@ class ConceptEncoder(PlannedModel):
             for name in ("text_model", "text_projection"):
                 if hasattr(model, name):
                     setattr(model, name, None)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         rev = model_revision(ref, revision, model.config)
-        return cls(model, processor, ref, rev, region_mode=region_mode, grid_size=grid_size, device=device)
+        return cls(model, processor, ref, rev, region_mode=region_mode, grid_size=grid_size,
+                   device=resolve_device(device))
 
     def _detect_family(self) -> str:
         vision = getattr(self.model, "vision_model", None)

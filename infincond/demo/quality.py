@@ -3,12 +3,15 @@ accuracy and planted bias, and what a distilled student makes of it (``infincond
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..linear import strongest
+from ..metrics import accuracy_by_class, percent
 from .dual_encoder import TEMPLATE, patch_coverage
 from .scenes import SHAPES, VOCABULARY, random_scenes, render_many
 from .world import World
@@ -58,7 +61,7 @@ class WorldReport:
 
     def format(self) -> str:
         """The report as readable text, one criterion per line."""
-        pct = lambda v: f"{100 * v:5.1f}%"  # noqa: E731
+        pct = functools.partial(percent, width=6)
         lines = [f"Dual encoder, on {self.n_images} fresh images:"]
         lines += [f"  zero-shot {family:<11}{pct(v)}" for family, v in self.zero_shot.items()]
         lines.append(f"  class concept's best region on the object  {pct(self.localisation)}")
@@ -90,10 +93,8 @@ def _teacher_accuracy(world: World) -> tuple[dict, dict]:
         if teacher is None:
             teacher = Teacher.from_pretrained(world.teacher, dataset_label_names=source.label_names, device="cpu")
         predictions = np.concatenate([teacher.logits(images).argmax(1) for _, images in source.batches(256)])
-        labels = source.labels
-        per_class[split] = {name: float((predictions[labels == c] == c).mean()) if (labels == c).any() else float("nan")
-                            for c, name in enumerate(source.label_names)}
-        overall[split] = float((predictions == labels).mean())
+        overall[split], accuracy = accuracy_by_class(predictions, source.labels, len(source.label_names))
+        per_class[split] = {name: float(accuracy[c]) for c, name in enumerate(source.label_names)}
     return per_class, overall
 
 
@@ -135,7 +136,7 @@ def _distillation(world: World, samples: int, progress: bool) -> dict:
                            device="cpu", progress=progress)
     c = run.features.class_names.index(world.spurious_class)
     weight = run.linear.weight[c]
-    order = [k for k in np.argsort(-np.abs(weight)) if weight[k] != 0][:5]
+    order = strongest(weight, 5)
     return {"fidelity": run.metrics.fidelity, "nec": run.metrics.nec, "nec_max": int(run.metrics.nec_per_class.max()),
             "student_accuracy": run.metrics.accuracy, "teacher_accuracy": run.metrics.teacher_accuracy,
             "n_concepts": len(run.features.concepts), "samples": samples,

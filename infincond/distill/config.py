@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, get_args
 
-from ..checks import check_choice, check_integer, check_number
+from ..checks import check_choice, check_integer, check_label_weight, check_number
 
 Method = Literal["kd", "bce_ensemble"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -52,7 +52,7 @@ class DistillConfig:
         self.max_iter = check_integer("max_iter", self.max_iter, 1)
         self.tol = check_number("tol", self.tol, 0.0, low_open=True)
         self.seed = check_integer("seed", self.seed, 0)
-        self.label_weight = check_number("label_weight (alpha)", self.label_weight, 0.0, 1.0)
+        self.label_weight = check_label_weight(self.label_weight)
 
     @property
     def members(self) -> int:

@@ -7,8 +7,8 @@ action lands in a provenance log that can be undone, exported, imported and repl
 """
 
 from .edits import DEFAULT_FACTOR, UNUSED_FRACTION, Action, Edit, Kind
-from .log import LogEntry, validate_log
-from .session import Preview, TuningSession
+from .log import LogEntry, Preview, validate_log
+from .session import TuningSession
 
 __all__ = ["DEFAULT_FACTOR", "UNUSED_FRACTION", "Action", "Edit", "Kind", "LogEntry", "Preview", "TuningSession",
            "validate_log"]

@@ -26,16 +26,16 @@ standardised-score space (see :class:`~infincond.linear.LinearStudent`):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from enum import Enum, IntEnum
+from enum import Enum
 
 import numpy as np
 
-from ..checks import check_number
+from ..checks import check_factor, check_label_weight
 from ..distill import Constraints
 from ..errors import ConfigError, ConstraintError
+from .history import Kind
 
 UNUSED_FRACTION = 0.25
 DEFAULT_FACTOR = 2.0
@@ -74,17 +74,6 @@ class Action(str, Enum):
         raise ConfigError(f"Unknown edit action {value!r}; use one of {[a.value for a in cls]}.")
 
 
-class Kind(IntEnum):
-    """The constraint a weight is under (stored as int8 in the session's arrays)."""
-
-    FREE = 0
-    UP = 1
-    DOWN = 2
-    REMOVED = 3
-    LOCKED = 4
-    HELD = 5  # a proxy of a removed concept, held at 0 with it
-
-
 @dataclass(frozen=True)
 class Edit:
     """One user edit: ``action`` on ``concept`` for ``class_name`` (None: every class).
@@ -108,14 +97,7 @@ class Edit:
         action = Action.parse(self.action)
         object.__setattr__(self, "action", action.value)
         if action.scales:
-            factor = DEFAULT_FACTOR if self.factor is None else self.factor
-            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) \
-                    or factor <= 0:
-                raise ConfigError(f"The tuning factor must be a positive number, not {self.factor!r}.")
-            if factor <= 1:
-                raise ConfigError(f"The tuning factor must be greater than 1, not {factor:g}: up-tune multiplies "
-                                  "the concept's influence by it and down-tune divides it.")
-            object.__setattr__(self, "factor", float(factor))
+            object.__setattr__(self, "factor", check_factor(DEFAULT_FACTOR if self.factor is None else self.factor))
         elif self.factor is not None:
             raise ConfigError(f"A factor applies to up-tune and down-tune only, not to {action.value}.")
         if self.bounded and not action.scales:
@@ -130,7 +112,7 @@ class Edit:
         if action != Action.REMOVE and (self.proxies or self.released or self.label_weight is not None):
             raise ConfigError("proxies, released and label_weight apply to remove only.")
         if self.label_weight is not None:
-            object.__setattr__(self, "label_weight", check_number("label_weight (alpha)", self.label_weight, 0.0, 1.0))
+            object.__setattr__(self, "label_weight", check_label_weight(self.label_weight))
 
     def describe(self) -> str:
         """A short human sentence, e.g. "down-tune 'water' for circle x2"."""

@@ -3,10 +3,23 @@ jump move, so that every move is exact."""
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import numpy as np
 
 from ..distill import Constraints
 from ..errors import ConfigError
+
+
+class Kind(IntEnum):
+    """The constraint a weight is under (stored as int8 in the session's arrays)."""
+
+    FREE = 0
+    UP = 1
+    DOWN = 2
+    REMOVED = 3
+    LOCKED = 4
+    HELD = 5  # a proxy of a removed concept, held at 0 with it
 
 
 class State:
@@ -56,6 +69,11 @@ class State:
     def constraints(self) -> Constraints:
         """The state's bounds (copies)."""
         return Constraints(self.lower.copy(), self.upper.copy())
+
+    def describe(self, c: int, k: int) -> dict:
+        """The constraint on weight (c, k): its kind's name, its bounds and the weight."""
+        return {"kind": Kind(self.kind[c, k]).name.lower(), "lower": float(self.lower[c, k]),
+                "upper": float(self.upper[c, k]), "weight": float(self.weight[c, k])}
 
     def release(self) -> None:
         """Drop the dense arrays and the derived data (rebuilt exactly when needed again)."""

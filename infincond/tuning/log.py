@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_number
+from ..checks import check_factor, check_label_weight
 from ..distill import DistillConfig
 from ..errors import ConfigError, ConstraintError
 from ..metrics import finite_or_none
 from ..storage import atomic_write_text
-from .edits import Action
+from .edits import Action, Edit
 
 LOG_FORMAT = "infincond-tuning-log"
 #: Version 2 writes unbounded constraint ends as ``null`` (version 1 could not hold them); version 3 names
@@ -84,6 +84,26 @@ class LogEntry:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Preview:
+    """The what-if of an edit: metrics before and after, the weights it changes, the proxies it holds
+    (``held``) and, refitted, the weights that rose most (``rose``, the proxy report), nothing applied.
+    Without a refit, the edited weights sit at the value asked for and nothing else moves."""
+
+    edit: Edit
+    refitted: bool
+    metrics_before: dict
+    metrics_after: dict
+    changes: list[dict]
+    seconds: float
+    held: list[dict] = field(default_factory=list)
+    rose: list[dict] = field(default_factory=list)
+
+    @property
+    def delta(self) -> dict:
+        return metric_delta(self.metrics_before, self.metrics_after)
 
 
 def now() -> str:
@@ -171,10 +191,10 @@ def _finite_array(value: object, path: str, shape: tuple[int, ...]) -> np.ndarra
     return array
 
 
-def _number(value: object, path: str, low: float, high: float, *, above: bool = False) -> float:
-    """A finite real number in [low, high] (or (low, high] when ``above``)."""
+def _checked(check, value: object, path: str) -> float:
+    """``check(value, path)`` (a rule of :mod:`infincond.checks`), its error naming the log's field."""
     try:
-        return check_number(path, value, low, high, low_open=above)
+        return check(value, path)
     except ConfigError as error:
         raise ConfigError(f"The tuning log is invalid: {error} Export the log again from InFiConD, or fix that "
                           "field.") from None
@@ -196,7 +216,7 @@ def _check_params(action: str, params: object, path: str, steps: int) -> None:
         if not isinstance(params.get("class_name"), (str, type(None))):
             raise _where(f"{path}.class_name", params["class_name"], "a class name or null")
         if params.get("factor") is not None:
-            _number(params["factor"], f"{path}.factor", 1.0, 1e6, above=True)
+            _checked(check_factor, params["factor"], f"{path}.factor")
         if not isinstance(params.get("bounded", False), bool):
             raise _where(f"{path}.bounded", params["bounded"], "true or false")
         for key in ("proxies", "released"):
@@ -204,9 +224,9 @@ def _check_params(action: str, params: object, path: str, steps: int) -> None:
             if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
                 raise _where(f"{path}.{key}", value, "a list of concepts" + (" or null" if key == "proxies" else ""))
         if params.get("label_weight") is not None:
-            _number(params["label_weight"], f"{path}.label_weight", 0.0, 1.0)
+            _checked(check_label_weight, params["label_weight"], f"{path}.label_weight")
     elif action in ("label_weight", "start"):
-        _number(_get(params, "label_weight", path), f"{path}.label_weight", 0.0, 1.0)
+        _checked(check_label_weight, _get(params, "label_weight", path), f"{path}.label_weight")
     elif action == "jump":
         step = _get(params, "step", path)
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < steps:

@@ -6,47 +6,25 @@ objective, in which the labels can be blended with the teacher (``label_weight``
 from __future__ import annotations
 
 import functools
-import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
+from ..checks import check_label_weight
 from ..distill import Constraints, Refitter
 from ..errors import ConfigError
 from ..groups import Groups
 from ..linear import LinearStudent
 from ..metrics import Evaluator, Metrics
-from ..proxies import PROXY_CORRELATION, Tracking, class_of_rows
+from ..proxies import Tracking, class_of_rows
 from .edits import DEFAULT_FACTOR, Action, Constrained, Edit, Kind, constrain
 from .history import History, State
-from .log import LOG_VERSION, LogEntry, bound, export, features_key, metric_delta, now, replay, rerun
+from .log import LOG_VERSION, LogEntry, Preview, bound, export, features_key, now, replay, rerun
 from .names import Names
-
-#: How many of the weights that rose most, per edited class, the proxy report lists.
-REPORT_SIZE = 5
-
-
-@dataclass
-class Preview:
-    """The what-if of an edit: metrics before and after, the weights it changes, the proxies it holds
-    (``held``) and, refitted, the weights that rose most (``rose``, the proxy report), nothing applied.
-    Without a refit, the edited weights sit at the value asked for and nothing else moves."""
-
-    edit: Edit
-    refitted: bool
-    metrics_before: dict
-    metrics_after: dict
-    changes: list[dict]
-    seconds: float
-    held: list[dict] = field(default_factory=list)
-    rose: list[dict] = field(default_factory=list)
-
-    @property
-    def delta(self) -> dict:
-        return metric_delta(self.metrics_before, self.metrics_after)
+from .removal import proxy_report, resolve
 
 
 class TuningSession:
@@ -173,18 +151,13 @@ class TuningSession:
         return self.names.class_id(class_name)
 
     def constraint(self, concept: str, class_name: str) -> dict:
-        """The constraint on one weight: kind ("free", "up", "down", "removed", "locked"), bounds, weight."""
-        return self._describe(self.class_id(class_name), self.concept_id(concept))
+        """The constraint on one weight: kind ("free", "up", "down", "removed", "locked", "held"), bounds, weight."""
+        return self.state.describe(self.class_id(class_name), self.concept_id(concept))
 
     def edits(self) -> list[dict]:
         """Every constrained weight of the current state, as dicts (concept, class, kind, bounds, weight)."""
-        return [{"concept": self.concepts[k], "class_name": self.class_names[c], **self._describe(c, k)}
+        return [{"concept": self.concepts[k], "class_name": self.class_names[c], **self.state.describe(c, k)}
                 for c, k in np.argwhere(self.state.kind != Kind.FREE)]
-
-    def _describe(self, c: int, k: int) -> dict:
-        s = self.state
-        return {"kind": Kind(s.kind[c, k]).name.lower(), "lower": float(s.lower[c, k]), "upper": float(s.upper[c, k]),
-                "weight": float(s.weight[c, k])}
 
     # -- edits ---------------------------------------------------------------------------------------
     @functools.cached_property
@@ -198,15 +171,6 @@ class TuningSession:
         """The concepts that track ``concept`` within classes (what removing it holds), most correlated
         first, with their correlation."""
         return [(self.concepts[j], r) for j, r in self.tracking.proxies(self.concept_id(concept))]
-
-    def resolve(self, edit: Edit) -> Edit:
-        """The edit as it will be applied and logged: a remove's proxies named (found, less the released
-        ones, when not given), so that a replay holds exactly the same concepts."""
-        if edit.action != Action.REMOVE.value or edit.proxies is not None:
-            return edit
-        released = {self.concept_id(name) for name in edit.released}
-        found = [name for name, _ in self.proxies(edit.concept) if self.concept_id(name) not in released]
-        return replace(edit, proxies=tuple(found))
 
     def _constrain(self, edit: Edit) -> Constrained:
         k = self.concept_id(edit.concept)
@@ -241,36 +205,26 @@ class TuningSession:
         """The proxies a remove holds, each with its weight before and after, its bounds, and what it tracks."""
         return [{**change, "tracks": edit.concept} for change in self._changes(after, constrained, constrained.held)]
 
-    def proxy_report(self, before: np.ndarray, after: np.ndarray, kind: np.ndarray, classes: list[int]) -> list[dict]:
-        """The proxy report: for each of ``classes``, the :data:`REPORT_SIZE` weights whose |weight| rose
-        most from ``before`` to ``after`` (C, K), each with the concept removed for that class (``kind``) it
-        tracks, if any (within-class correlation at least :data:`~infincond.proxies.PROXY_CORRELATION`)."""
-        out = []
-        for c in dict.fromkeys(classes):
-            rise = np.abs(after[c]) - np.abs(before[c])
-            order = [int(j) for j in np.argsort(-rise, kind="stable")[:REPORT_SIZE] if rise[j] > 1e-9]
-            removed = np.nonzero(kind[c] == Kind.REMOVED)[0]
-            tracked = {int(r): self.tracking.correlation(int(r)) for r in removed}
-            for j in order:
-                best = max(tracked, key=lambda r: tracked[r][j], default=None)
-                tracks = self.concepts[best] if best is not None and tracked[best][j] >= PROXY_CORRELATION else None
-                out.append({"concept": self.concepts[j], "class_name": self.class_names[c], "before": float(before[c, j]),
-                            "after": float(after[c, j]), "kind": Kind(kind[c, j]).name.lower(), "tracks": tracks})
-        return out
+    def _outcome(self, edit: Edit, refit: bool = True) -> tuple:
+        """What ``edit`` gives from the current state: the edit resolved (a remove's proxies named), its label
+        blend, its constraints, the weights (refitted, or the edited ones moved alone), the bias, the solver's
+        info and the proxy report (the weights that rose most: :func:`.removal.proxy_report`)."""
+        edit = resolve(edit, self.names, self.tracking)
+        alpha, constrained = self._alpha(edit), self._constrain(edit)
+        if not refit:
+            return edit, alpha, constrained, constrained.start, self.state.bias, {}, []
+        weight, bias, info = self._refit(constrained.start, constrained.constraints, alpha)
+        rose = proxy_report(self.names, self.tracking, self.state.weight, weight, constrained.kind,
+                            [c for c, _ in constrained.edited])
+        return edit, alpha, constrained, weight, bias, info, rose
 
     def preview(self, edit: Edit, refit: bool = False) -> Preview:
         """What ``edit`` would do, without applying it. ``refit=False`` (fast, what a slider needs) moves
         only the edited weights to the value asked for (the far end of a bounded interval);
         ``refit=True`` runs the constrained refit too, and reports the weights that rose most."""
         start_time = time.perf_counter()
-        edit = self.resolve(edit)
-        alpha = self._alpha(edit)
-        before, constrained = self.metrics, self._constrain(edit)
-        weight, bias, rose = constrained.start, self.state.bias, []
-        if refit:
-            weight, bias, _ = self._refit(constrained.start, constrained.constraints, alpha)
-            rose = self.proxy_report(self.state.weight, weight, constrained.kind, [c for c, _ in constrained.edited])
-        return Preview(edit, refit, before, self._metrics(weight, bias), self._changes(weight, constrained),
+        edit, _, constrained, weight, bias, _, rose = self._outcome(edit, refit)
+        return Preview(edit, refit, self.metrics, self._metrics(weight, bias), self._changes(weight, constrained),
                        time.perf_counter() - start_time, self._held(edit, weight, constrained), rose)
 
     def _record(self, action: str, params: dict, summary: str, before: int, changes: list | None = None,
@@ -290,15 +244,11 @@ class TuningSession:
         return before
 
     def apply(self, edit: Edit) -> LogEntry:
-        """Apply an edit: constrain (a remove holds its proxies), refit every free weight, record it with
+        """Apply an edit: constrain (a remove holds its proxies at 0), refit every free weight, record it with
         the proxy report. Returns the log entry."""
         start_time = time.perf_counter()
-        edit = self.resolve(edit)
-        alpha = self._alpha(edit)
-        constrained = self._constrain(edit)
-        weight, bias, info = self._refit(constrained.start, constrained.constraints, alpha)
+        edit, alpha, constrained, weight, bias, info, rose = self._outcome(edit)
         changes, held = self._changes(weight, constrained), self._held(edit, weight, constrained)
-        rose = self.proxy_report(self.state.weight, weight, constrained.kind, [c for c, _ in constrained.edited])
         before = self._advance(weight, bias, constrained.constraints, constrained.kind, alpha)
         return self._record("edit", edit.to_dict(), edit.describe(), before, changes, time.perf_counter() - start_time,
                             info, held, rose)
@@ -340,10 +290,7 @@ class TuningSession:
                             seconds=time.perf_counter() - start_time, refit=info)
 
     def _check_label_weight(self, alpha: float) -> None:
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
-                or not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"label_weight (alpha) must lie in [0, 1], not {alpha}.")
-        if alpha > 0 and not self.has_labels:
+        if check_label_weight(alpha) > 0 and not self.has_labels:
             raise ConfigError("The training images have no labels among the teacher's classes, so there is "
                               "nothing to blend in: label_weight must stay 0.")
 

@@ -14,7 +14,8 @@ import gradio as gr
 
 from ..features import default_cache_dir
 from ..shared import SHARED, SharedCache
-from .events import outputs_of, push_token, wire
+from .events import outputs_of, wire
+from .handlers import push_token
 from .layout import CSS, layout, on_space
 from .settings import LoadSettings
 from .workspace import Workspace

@@ -36,8 +36,6 @@ GROUPS = {
     "controls": ("distill_btn", "preview_btn", "apply_btn", "alpha_btn", "undo_btn", "redo_btn", "jump_btn",
                  "export_btn", "import_btn", "save_btn", "zip_btn", "push_btn", "concept_btn"),
 }
-SETUP_FIELDS = ("teacher", "dataset", "config_name", "split", "image_column", "label_column", "encoder", "corpus",
-                "concepts_text", "samples", "group_column")
 
 
 def on_space() -> bool:

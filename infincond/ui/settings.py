@@ -10,6 +10,9 @@ from ..data import DataConfig
 from ..errors import ConfigError
 
 CORPUS_CHOICES = ("builtin", "builtin+typed", "typed")
+#: The setup form's fields, in the order the page (and the /load endpoint) takes them.
+SETUP_FIELDS = ("teacher", "dataset", "config_name", "split", "image_column", "label_column", "encoder", "corpus",
+                "concepts_text", "samples", "group_column")
 
 
 @dataclass
@@ -53,6 +56,20 @@ class LoadSettings:
                 raise ConfigError("Type at least one concept (comma- or line-separated), or use the built-in corpus.")
             return ConceptCorpus.from_list(typed)
         return base + typed if typed else base
+
+    @classmethod
+    def from_fields(cls, values: dict, corpus_file: str | None = None) -> LoadSettings:
+        """Settings from the setup form's fields by name (:data:`SETUP_FIELDS`), as a page sends them."""
+        return cls((values["teacher"] or "").strip(), (values["dataset"] or "").strip(), (values["encoder"] or "").strip(),
+                   values["config_name"] or None, values["split"] or None, values["image_column"] or "auto",
+                   values["label_column"] or "auto", DataConfig.samples if values["samples"] is None else values["samples"],
+                   values["corpus"], values["concepts_text"] or "", corpus_file or None,
+                   (values["group_column"] or "").strip())
+
+    def fields(self) -> list:
+        """The setup form's fields, in :data:`SETUP_FIELDS` order."""
+        return [self.teacher, self.dataset, self.config_name or "", self.split or "", self.image_column,
+                self.label_column, self.encoder, self.corpus, self.concepts_text, self.samples, self.group_column]
 
     def data_config(self) -> DataConfig:
         return DataConfig(self.dataset, config_name=self.config_name or None, split=self.split or None,

@@ -7,7 +7,6 @@ Adding a view takes two edits: its components and group in :mod:`.layout`, and i
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +16,8 @@ import pandas as pd
 
 from ..analysis import class_examples, class_summary, image_report
 from ..metrics import percent
-from ..tuning import LogEntry, Preview
+from .messages import delta as _delta
+from .messages import text as _text
 from .pictures import boxed, drawn_once, heated
 from .workspace import Workspace
 
@@ -49,14 +49,6 @@ def view(group: str, *reads: str) -> Callable:
         VIEWS[group] = View(render, frozenset(reads))
         return render
     return register
-
-
-def _delta(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:+.1f} pts"
-
-
-def _text(value: str) -> str:
-    return html.escape(value, quote=False)
 
 
 # -- 1. configuration ---------------------------------------------------------------------------------
@@ -282,58 +274,6 @@ def tuning(ws: Workspace) -> dict:
                            "weight": round(e["weight"], 4)} for e in s.edits()], columns=EDIT_COLUMNS)
     return {"selection_md": text, "proxies": gr.CheckboxGroup(choices=[name for name, _ in ws.proxies()], value=[]),
             "edits": edits}
-
-
-def _held_and_rose(held: list[dict], rose: list[dict]) -> str:
-    """The proxies a remove holds, and the proxy report: the weights that rose most, and what they track."""
-    out = ""
-    used = [h for h in held if h["before"] != 0]
-    if held:
-        unused = len(held) - len(used)
-        out += (f"\n\nholds at 0 {len(held)} prox{'y' if len(held) == 1 else 'ies'} of "
-                f"'{_text(held[0]['tracks'])}': " + ", ".join(f"{_text(h['concept'])} (was {h['before']:+.2f})"
-                                                              for h in used)
-                + (f"{', and ' if used else ''}{unused} the class does not use" if unused else ""))
-    if rose:
-        parts = [f"{_text(r['concept'])} {r['before']:+.2f} -> {r['after']:+.2f}"
-                 + (f" (**tracks {_text(r['tracks'])}**)" if r["tracks"] else "") for r in rose]
-        out += f"\n\nrose most for {_text(rose[0]['class_name'])}: " + ", ".join(parts)
-    return out
-
-
-def _worst(d: dict, before: dict, after: dict) -> str:
-    g_before, g_after = before.get("groups") or {}, after.get("groups") or {}
-    if g_after.get("worst_group_accuracy") is None:
-        return ""
-    return (f" · worst group {percent(g_before.get('worst_group_accuracy'))} -> "
-            f"{percent(g_after['worst_group_accuracy'])} ({_delta(d.get('worst_group_accuracy'))})")
-
-
-def preview_text(preview: Preview) -> str:
-    """A what-if: the weights it changes and what it does to the metrics, and a remove's proxies."""
-    d, before, after = preview.delta, preview.metrics_before, preview.metrics_after
-    changed = ", ".join(f"{c['class_name']}: {c['before']:+.3f} -> {c['after']:+.3f}" for c in preview.changes)
-    worst = sorted(((v["accuracy"] if v["accuracy"] is not None else v["agreement"] or 0.0, name)
-                    for name, v in d["per_class"].items()), key=lambda x: x[0])
-    per_class = ", ".join(f"{name} {_delta(v)}" for v, name in worst[:2] + worst[-2:])
-    how = (f"refitted in {preview.seconds:.2f} s: what Apply gives" if preview.refitted
-           else "the other weights held; refitting...")
-    return (f"**What if: {_text(preview.edit.describe())}** ({how})\n\n"
-            f"weight {changed}\n\nfidelity {percent(before['fidelity'])} -> {percent(after['fidelity'])} "
-            f"({_delta(d['fidelity'])}) · accuracy {percent(before['accuracy'])} -> {percent(after['accuracy'])} "
-            f"({_delta(d['accuracy'])}){_worst(d, before, after)}\n\nper class: {per_class}"
-            f"{_held_and_rose(preview.held, preview.rose)}")
-
-
-def entry_text(entry: LogEntry) -> str:
-    """What an applied action did: its summary and metric changes."""
-    d, after = entry.delta, entry.metrics_after
-    refit = f" (refitted in {entry.refit['seconds']:.2f} s)" if entry.refit else ""
-    if entry.refit and not entry.refit.get("converged", True):
-        refit = refit[:-1] + ", stopped at the solver's iteration limit)"
-    return (f"**Step {entry.step}: {_text(entry.summary)}**{refit} · fidelity {percent(after['fidelity'])} "
-            f"({_delta(d.get('fidelity'))}) · accuracy {percent(after['accuracy'])} ({_delta(d.get('accuracy'))})"
-            f"{_worst(d, entry.metrics_before or {}, after)}{_held_and_rose(entry.held, entry.rose)}")
 
 
 # -- 6. provenance ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from ..analysis import SweepPoint, nec_sweep
-from ..checks import check_choice, check_integer, check_number
+from ..checks import check_choice, check_factor, check_integer, check_label_weight
 from ..concepts.encoder import ConceptEncoder
 from ..data import ImageSource
 from ..distill import DistillConfig
@@ -263,7 +263,7 @@ class Workspace(Derived, Persistence):
         self.require("selection")
         action = Action.parse(action)
         if action.scales:
-            factor = check_number("factor", factor, 1.0, low_open=True)
+            factor = check_factor(factor, "factor")
         concept, class_name = self.session.concepts[self.concept], self.session.class_names[self.class_id]
         if action != Action.REMOVE:
             return Edit(action.value, concept, class_name, factor if action.scales else None)
@@ -272,7 +272,7 @@ class Workspace(Derived, Persistence):
         if unknown:
             raise ConfigError(f"{sorted(unknown)} are not proxies of '{concept}': release some of {found}, or none.")
         if label_weight is not None:
-            label_weight = check_number("alpha", label_weight, 0.0, 1.0)
+            label_weight = check_label_weight(label_weight, "alpha")
         return Edit(action.value, concept, class_name, released=tuple(p for p in found if p in set(release or ())),
                     label_weight=label_weight)
 
@@ -287,7 +287,7 @@ class Workspace(Derived, Persistence):
         return self.session_or_fail().apply(self.edit(action, factor, release, label_weight))
 
     def blend(self, alpha: float) -> LogEntry:
-        return self.session_or_fail().set_label_weight(check_number("alpha", alpha, 0.0, 1.0))
+        return self.session_or_fail().set_label_weight(check_label_weight(alpha, "alpha"))
 
     def move(self, which: str, step: int | None = None) -> LogEntry:
         """Undo, redo, or jump to ``step`` of the log."""
