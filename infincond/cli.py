@@ -95,6 +95,10 @@ def _extract(args: argparse.Namespace) -> int:
         regions = "kept" if features.region_embeddings is not None else "not kept"
         print(f"Features: {len(features.image_ids)} images x {features.num_concepts} concepts, "
               f"{features.num_classes} classes (regions {regions}; {failed} unreadable images left out)")
+        merged = features.provenance.get("merged_concepts") or []
+        if merged:
+            print(f"{len(merged)} concept spelling(s) merged as the same concept: "
+                  + ", ".join(f"{gone} -> {kept}" for kept, gone in merged))
         print(f"Features written to {features.folder}")
     return 0
 

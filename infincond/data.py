@@ -51,16 +51,28 @@ class DataConfig:
         return asdict(self)
 
 
+def _grey_scale(mode: str, pixels: np.ndarray) -> float:
+    """What maps a greyscale image's values onto 0-255 by its bit depth, so that brightness is kept: 16-bit
+    modes divide by 257 (65535 -> 255); a 32-bit integer image by the depth its values need (8, 16 or 32
+    bits); a float image is read as 0-1 when it stays there, else as 0-255."""
+    if mode.startswith("I;16"):
+        return 255.0 / 65535.0
+    high = float(pixels.max(initial=0.0))
+    if mode == "F":
+        return 255.0 if high <= 1.0 else 1.0
+    depth = 8 if high <= 255 else 16 if high <= 65535 else 32
+    return 255.0 / (2.0**depth - 1.0)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit RGB: transparency composited on white, palettes expanded,
-    16-bit and float greyscale rescaled to 0-255."""
+    """Any PIL image as 8-bit RGB: transparency composited on white, palettes expanded, 16-bit, 32-bit and
+    float greyscale converted by their bit depth (a mean grey stays that grey)."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    if image.mode.startswith("I") or image.mode == "F":
         pixels = np.asarray(image, dtype=np.float64)
-        low, high = float(pixels.min()), float(pixels.max())
-        scaled = (pixels - low) / (high - low) * 255.0 if high > low else np.zeros_like(pixels)
-        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+        return Image.fromarray(np.clip(np.round(pixels * _grey_scale(image.mode, pixels)), 0, 255)
+                               .astype(np.uint8)).convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):

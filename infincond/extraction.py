@@ -313,6 +313,7 @@ def extract_features(source: ImageSource, teacher: Teacher, encoder: ConceptEnco
             "teacher": {"repo_id": teacher.repo_id, "revision": teacher.revision},
             "dataset": source.describe(),
             "extract": config.to_dict(),
+            "merged_concepts": [list(pair) for pair in corpus.merged],
         },
     )
     keep_regions = config.resolved_keep_regions(len(source), len(encoder.region_boxes), encoder.embed_dim)

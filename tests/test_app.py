@@ -123,12 +123,12 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
 
 def test_errors_are_clear_messages_and_two_clients_are_isolated(app_url, preset):
     first, second = Client(app_url, verbose=False), Client(app_url, verbose=False)
-    with pytest.raises(AppError, match="Distil a student first"):
+    with pytest.raises(AppError, match="Load a teacher and a dataset first"):
         second.predict("Down-tune", 2.0, api_name="/preview")
     load_and_distil(first, preset)
     first.predict("Remove", 2.0, api_name="/apply")
     # The second client still has nothing: the first one's student is not shared.
-    with pytest.raises(AppError, match="Distil a student first"):
+    with pytest.raises(AppError, match="Load a teacher and a dataset first"):
         second.predict(api_name="/undo")
     out = load_and_distil(second, preset, nec=1)
     assert [r["action"] for r in rows(out["log_table"])] == ["distilled student"]

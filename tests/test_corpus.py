@@ -24,6 +24,15 @@ def test_deduplication_merges_case_punctuation_and_plurals():
     assert corpus.concepts == ("car", "traffic light", "buses", "glass")  # first spelling wins
     merged = ConceptCorpus(("grass", "Grass"), ("ade20k", "coco_stuff")).deduplicated()
     assert merged.concepts == ("grass",) and merged.sources == ("ade20k;coco_stuff",)
+    # What was merged is shown: the spellings taken for an earlier concept.
+    assert corpus.merged == (("car", "cars"), ("buses", "bus"))  # case, spaces and punctuation are no news
+
+
+def test_plurals_that_name_another_thing_are_kept_apart():
+    corpus = ConceptCorpus.from_list(["glass", "glasses", "wood", "woods", "arm", "arms", "tree", "trees"])
+    assert corpus.concepts == ("glass", "glasses", "wood", "woods", "arm", "arms", "tree")
+    assert corpus.merged == (("tree", "trees"),)
+    assert (corpus + ["cup", "cups"]).merged == (("tree", "trees"), ("cup", "cups"))
 
 
 def test_user_corpus_from_file_and_template(tmp_path):

@@ -86,3 +86,19 @@ def test_local_dataset_rebuilt_in_place_is_not_served_stale(tmp_path):
     for n in (12, 20):  # the same folder and declared configs, new files
         make_shapes_dataset(n).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
         assert len(ImageSource.load(DataConfig(str(folder), samples=None))) == n
+
+
+@pytest.mark.parametrize(("mode", "values", "expected"), [
+    ("I;16", np.full((4, 4), 81 * 257, dtype=np.uint16), 81),  # a 16-bit PNG's mean grey of 81 stays 81
+    ("I", np.full((4, 4), 100, dtype=np.int32), 100),  # integers that fit in 8 bits are read as 8-bit
+    ("I", np.full((4, 4), 40000, dtype=np.int32), round(40000 / 257)),  # ... in 16 bits as 16-bit
+    ("F", np.full((4, 4), 0.5, dtype=np.float32), 128),  # floats in [0, 1] as a share of white
+])
+def test_grey_images_keep_their_brightness_by_bit_depth(tmp_path, mode, values, expected):
+    image = Image.fromarray(values)
+    if mode == "I;16":  # as a 16-bit PNG reads back
+        image.save(tmp_path / "grey.png")
+        image = Image.open(tmp_path / "grey.png")
+    assert image.mode == mode
+    pixels = np.asarray(to_rgb(image))
+    assert pixels.shape == (4, 4, 3) and (pixels == expected).all()

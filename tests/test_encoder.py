@@ -20,17 +20,19 @@ def test_whole_image_region_is_the_image_embedding(encoder, source):
 
 
 def test_dense_patches_follow_the_maskclip_value_path(encoder, source):
-    """An independent re-computation from the hidden states returned by the model itself."""
+    """MaskCLIP's definition, computed by the model itself: the last block run with each token attending to
+    itself only (an additive mask of -inf off the diagonal), its patch tokens then mapped as CLIP maps its
+    class token (post-layernorm, visual projection). Nothing of the code under test is retyped."""
     images = source.images([5])
     pixel_values = encoder.pixel_values(images)
     vision = encoder.model.vision_model
     with torch.inference_mode():
         hidden = vision(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-2]
-        last = vision.encoder.layers[-1]
-        x = hidden[:, 1:]
-        x = x + last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(x)))
-        x = x + last.mlp(last.layer_norm2(x))
-        expected = F.normalize(encoder.model.visual_projection(vision.post_layernorm(x)), dim=-1)
+        tokens = hidden.shape[1]
+        self_only = torch.full((tokens, tokens), float("-inf")).fill_diagonal_(0.0)[None, None]
+        out = vision.encoder.layers[-1](hidden, attention_mask=self_only)
+        out = out[0] if isinstance(out, tuple) else out
+        expected = F.normalize(encoder.model.visual_projection(vision.post_layernorm(out[:, 1:])), dim=-1)
     torch.testing.assert_close(encoder.encode_regions(images).embeddings[:, 1:], expected)
 
 

@@ -8,7 +8,7 @@ import os
 import re
 import string
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -42,9 +42,18 @@ def normalize_concept(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+#: Plurals that name something other than their singular ("glasses" to see with are not glass, "woods" are a
+#: forest): never merged into it.
+DISTINCT_PLURALS = frozenset({"glasses", "woods", "arms", "clothes", "goods", "spirits", "scales", "shorts",
+                              "sands", "waters", "greens", "shades", "papers", "customs", "remains"})
+
+
 def _singular(text: str) -> str:
-    """A crude singular of the last word, enough to merge 'car'/'cars' and 'bus'/'buses'."""
+    """A crude singular of the last word, enough to merge 'car'/'cars' and 'bus'/'buses' (not the
+    :data:`DISTINCT_PLURALS`)."""
     head, _, last = text.rpartition(" ")
+    if last in DISTINCT_PLURALS:
+        return text
     for suffix, repl in (("ies", "y"), ("ses", "s"), ("xes", "x"), ("ches", "ch"), ("shes", "sh")):
         if last.endswith(suffix) and len(last) > len(suffix) + 1:
             last = last[: -len(suffix)] + repl
@@ -57,10 +66,12 @@ def _singular(text: str) -> str:
 
 @dataclass(frozen=True)
 class ConceptCorpus:
-    """An ordered list of concept texts, each with the source(s) it came from (';'-joined)."""
+    """An ordered list of concept texts, each with the source(s) it came from (';'-joined); ``merged`` lists
+    the spellings taken for the same concept as an earlier one, as (kept, merged into it)."""
 
     concepts: tuple[str, ...]
     sources: tuple[str, ...]
+    merged: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if len(self.concepts) != len(self.sources):
@@ -128,7 +139,8 @@ class ConceptCorpus:
         """The union, de-duplicated; a plain list of concepts is tagged with the source "user"."""
         if not isinstance(other, ConceptCorpus):
             other = ConceptCorpus.from_list(list(other))
-        return ConceptCorpus(self.concepts + other.concepts, self.sources + other.sources).deduplicated()
+        return ConceptCorpus(self.concepts + other.concepts, self.sources + other.sources,
+                             self.merged + other.merged).deduplicated()
 
     def deduplicated(self) -> ConceptCorpus:
         """Merge near-identical concepts (case, punctuation, plural); the first spelling wins and
@@ -136,6 +148,7 @@ class ConceptCorpus:
         order: list[str] = []
         texts: dict[str, str] = {}
         sources: dict[str, list[str]] = {}
+        merged = list(self.merged)
         for text, src in zip(self.concepts, self.sources, strict=False):
             norm = normalize_concept(text)
             if not norm:
@@ -145,15 +158,18 @@ class ConceptCorpus:
                 order.append(key)
                 texts[key] = norm
                 sources[key] = []
+            elif norm != texts[key] and (texts[key], norm) not in merged:
+                merged.append((texts[key], norm))
             for part in src.split(";"):
                 if part and part not in sources[key]:
                     sources[key].append(part)
-        return ConceptCorpus(tuple(texts[k] for k in order), tuple(";".join(sources[k]) for k in order))
+        return ConceptCorpus(tuple(texts[k] for k in order), tuple(";".join(sources[k]) for k in order),
+                             tuple(merged))
 
     def select(self, indices: Sequence[int] | np.ndarray) -> ConceptCorpus:
         """The sub-corpus at ``indices`` (used for pruning)."""
         idx = [int(i) for i in indices]
-        return ConceptCorpus(tuple(self.concepts[i] for i in idx), tuple(self.sources[i] for i in idx))
+        return ConceptCorpus(tuple(self.concepts[i] for i in idx), tuple(self.sources[i] for i in idx), self.merged)
 
     def prompts(self, template: str = DEFAULT_TEMPLATE) -> list[str]:
         """The text prompts the encoder embeds: ``template`` with each concept in its ``{}``."""

@@ -137,12 +137,31 @@ class ConceptEncoder(PlannedModel):
             raise ConfigError("This encoder was loaded vision-only; load it with vision_only=False to embed text.")
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         padding = "max_length" if self.family == "siglip" else True
+        self._check_lengths(tokenizer, texts)
         out = []
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(list(texts[start : start + batch_size]), padding=padding, truncation=True, return_tensors="pt")
             batch = {k: v.to(self.device) for k, v in batch.items()}
             out.append(F.normalize(_pooled(self.model.get_text_features(**batch)).float(), dim=-1).cpu())
         return torch.cat(out)
+
+    def _check_lengths(self, tokenizer, texts: Sequence[str]) -> None:
+        """Refuse a prompt longer than the text tower reads (its position embeddings), naming it and the limit:
+        a runaway line of a concept file, say, rather than an error deep inside the model."""
+        config = self.model.config.text_config if hasattr(self.model.config, "text_config") else self.model.config
+        limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+        limit = min(int(v) for v in limits if isinstance(v, int) and 0 < v < 1_000_000) if any(
+            isinstance(v, int) and 0 < v < 1_000_000 for v in limits) else None
+        if limit is None:
+            return
+        for i, text in enumerate(texts):
+            if len(text) + 2 > limit:  # a token spans a character at least (and the prompt adds two): only
+                length = len(tokenizer(text, truncation=False)["input_ids"])  # texts this long can be too long
+                if length > limit:
+                    shown = text if len(text) <= 60 else text[:57] + "..."
+                    raise ConfigError(f"Concept {i + 1} of the corpus, {shown!r} ({len(text):,} characters), is "
+                                      f"{length:,} tokens as a prompt; the encoder reads at most {limit}. Shorten "
+                                      "that line, or split it into several concepts.")
 
     # -- images -------------------------------------------------------------------------------
     @property

@@ -31,7 +31,9 @@ class Derived:
 
     def require(self, what: str) -> None:
         """Raise a clear error when a step is missing."""
-        missing = {"features": self.features is None, "sweep": not self.sweep, "session": self.session is None,
+        if self.features is None:  # the first step of all
+            raise ConfigError("Load a teacher and a dataset first.")
+        missing = {"features": False, "sweep": not self.sweep, "session": self.session is None,
                    "selection": self.concept is None or self.class_id is None}[what]
         if missing:
             message = {"features": "Load a teacher and a dataset first.", "sweep": "Distil a student first.",

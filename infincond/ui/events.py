@@ -50,6 +50,7 @@ EVENTS = {
     "select_cell": Event(SELECTION), "select": Event(SELECTION),
     "add_concept": Event(("concepts", *SELECTION), ("new_concept",)),
     "select_image": Event(("image",)), "open_subset": Event(("subset",)), "view": Event(("heatmap",)),
+    "image": Event(("image",)), "subset": Event(("subset",)),
     "open_finding": Event(("finding", *SELECTION), ("action",)), "finding": Event(("finding", *SELECTION), ("action",)),
     "set_groups": Event(("groups",)),
     "apply": Event(MOVED, ("preview_md",)), "blend": Event(MOVED, ("preview_md",)),
@@ -158,11 +159,14 @@ def wire(c: SimpleNamespace, presets: dict[str, LoadSettings | None], new_worksp
     on(c.session_btn.click, e.on_session, [], "session")
     on(c.distill_btn.click, e.on_distill, [c.nec], "distill", [c.perf_md])
     on(c.pick_nec.input, e.on_pick, [c.pick_nec], "pick_student", [c.perf_md])
-    on(c.heat.select, e.on_cell, [], "select_cell", [c.heat])
+    # A click's event data comes from the page only: the API opens the same things by name or by index.
+    on(c.heat.select, e.on_cell, [], "select_cell", [c.heat], name=False)
     on(c.hidden_btn.click, e.on_select, [c.hidden_concept, c.hidden_class], "select", [c.selection_md])
-    on(c.concept_gallery.select, e.on_image, [], "select_image", [c.detail_md])
-    on(c.disagreements.select, e.on_subset, [], "open_subset", [c.subset_images])
-    on(c.audit_table.select, e.on_finding_row, [], "open_finding", [c.audit_gallery])
+    on(c.concept_gallery.select, e.on_image_click, [], "select_image", [c.detail_md], name=False)
+    on(c.image_btn.click, e.on_image, [c.image_index], "image", [c.detail_md])
+    on(c.disagreements.select, e.on_subset_click, [], "open_subset", [c.subset_images], name=False)
+    on(c.subset_btn.click, e.on_subset, [c.subset_index], "subset", [c.subset_images])
+    on(c.audit_table.select, e.on_finding_row, [], "open_finding", [c.audit_gallery], name=False)
     on(c.finding_btn.click, e.on_finding, [c.finding_index], "finding", [c.audit_gallery])
     on(c.group_by.input, e.on_groups, [c.group_by], "set_groups", [c.groups_table])
     on(c.top_n.change, e.on_view, [c.top_n, c.sort], "view", [c.heat])

@@ -139,12 +139,20 @@ class Handlers:
     def on_select(self, ws, concept, class_name):
         ws.select(concept, class_name)
 
-    def on_image(self, ws, evt: gr.SelectData):
+    def on_image(self, ws, index):
+        """Open the ``index``-th image of the selected concept's gallery."""
+        ws.open_concept_image(index)
+
+    def on_image_click(self, ws, evt: gr.SelectData):
         ws.require("session")
         ws.require("selection")
         ws.open_concept_image(_index(evt))
 
-    def on_subset(self, ws, evt: gr.SelectData):
+    def on_subset(self, ws, index):
+        """Open the ``index``-th disagreement subset (largest first)."""
+        ws.open_subset(index)
+
+    def on_subset_click(self, ws, evt: gr.SelectData):
         ws.require("session")
         ws.open_subset(_index(evt))
 

@@ -211,6 +211,8 @@ def layout(presets: dict[str, LoadSettings | None], secret: str | None = None) -
                                                                                                  label="Class")
     c.hidden_btn = gr.Button(visible=False)
     c.finding_index, c.finding_btn = gr.Number(0, precision=0, visible=False, label="Finding"), gr.Button(visible=False)
+    c.image_index, c.image_btn = gr.Number(0, precision=0, visible=False, label="Image"), gr.Button(visible=False)
+    c.subset_index, c.subset_btn = gr.Number(0, precision=0, visible=False, label="Subset"), gr.Button(visible=False)
     c.session_id = gr.Textbox(visible=False, label="Session id")
     c.session_btn, c.restore_api_btn = gr.Button(visible=False), gr.Button(visible=False)
     c.timer = gr.Timer(1.0, active=False)

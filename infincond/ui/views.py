@@ -70,6 +70,11 @@ def configuration(ws: Workspace) -> dict:
         rows = ", ".join(str(item["image_id"]) for item in failed[:10])
         text += (f"\n\n**{len(failed)} image(s) could not be read and were left out** (dataset rows {rows}"
                  f"{' ...' if len(failed) > 10 else ''}).")
+    merged = f.provenance.get("merged_concepts") or []
+    if merged:
+        shown = ", ".join(f"{_text(gone)} → {_text(kept)}" for kept, gone in merged[:8])
+        text += (f"\n\n{len(merged)} spelling(s) of the concepts merged into an earlier one, as the same concept: "
+                 f"{shown}{' ...' if len(merged) > 8 else ''}.")
     table = pd.DataFrame([{"class": r["class"], "images (label)": r["labelled"], "teacher predicts": r["predicted"],
                            "teacher accuracy": percent(r["accuracy"])} for r in classes], columns=CLASS_COLUMNS)
     examples = class_examples(f)
