@@ -68,7 +68,8 @@ def predict(client: Client, *args, api_name: str):
     key = (id(client), api_name, len(args))
     if key not in LEGACY:  # read once, outside the timings
         parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]["parameters"]
-        LEGACY[key] = len(parameters) >= len(args) + 2 and parameters[len(args) + 1].get("parameter_default") == N_OPTIONS[1]
+        LEGACY[key] = (len(parameters) >= len(args) + 2
+                       and parameters[len(args) + 1].get("parameter_default") == N_OPTIONS[1])
     return client.predict(*args, *(N_OPTIONS if LEGACY[key] else ()), api_name=api_name)
 
 
@@ -201,7 +202,8 @@ def remote(args: argparse.Namespace) -> None:
     client = Client(args.url, verbose=False, download_files=DOWNLOAD[0])
     load_s = timed(lambda: load(client, preset))
     distil = timed(lambda: predict(client, 5, api_name="/distill"))
-    print(f"\n1. The app at {args.url}, Shapes world, {args.samples} train images: load {load_s:.1f} s, distil {distil:.1f} s")
+    print(f"\n1. The app at {args.url}, Shapes world, {args.samples} train images: load {load_s:.1f} s, "
+          f"distil {distil:.1f} s")
     report("   per event (round trip through gradio_client):", events(client, args.repeats, distil))
 
 
@@ -212,8 +214,11 @@ def main() -> None:
     parser.add_argument("--world", default=None, help="A built Shapes world (default: the cached default world).")
     parser.add_argument("--url", default=None, help="Time an app already running there instead (parts 2, 3 skipped).")
     parser.add_argument("--parts", default="1,2", help="1: Shapes world and memory, 2: synthetic.")
-    parser.add_argument("--download", action="store_true",
-                        help="Fetch every returned file (images), as a browser does (the default times the events only).")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="Fetch every returned file (images), as a browser does (the default times the events only).",
+    )
     args = parser.parse_args()
     DOWNLOAD[0] = args.download
     print(f"threads: {threading.active_count()}, started {time.strftime('%H:%M:%S')}")

@@ -71,8 +71,11 @@ def main() -> None:
         matches = [o for o in ours if o["fidelity"] >= run["fidelity"]]
         if matches:
             best = min(matches, key=lambda o: o["seconds"])
-            print(f"  sklearn C={run['C']:<6} fid {run['fidelity']:.4f} {run['seconds']:7.2f}s  vs ours nec={best['nec']:.0f} "
-                  f"fid {best['fidelity']:.4f} {best['seconds']:6.2f}s  -> speed-up {run['seconds'] / best['seconds']:6.1f}x")
+            print(
+                f"  sklearn C={run['C']:<6} fid {run['fidelity']:.4f} {run['seconds']:7.2f}s  "
+                f"vs ours nec={best['nec']:.0f} fid {best['fidelity']:.4f} {best['seconds']:6.2f}s  "
+                f"-> speed-up {run['seconds'] / best['seconds']:6.1f}x"
+            )
         else:
             print(f"  sklearn C={run['C']}: fidelity {run['fidelity']:.4f} above every run of ours")
 
@@ -88,8 +91,11 @@ def main() -> None:
         mine = fit(train_x, train_t, DistillConfig(nec=cap))
         my_seconds = time.perf_counter() - start
         my_fid = fidelity(mine.logits(val_x), val_t)
-        print(f"  baseline l1={l1:<7} NEC {base.nec:6.1f} fid {base_fid:.4f} ({base_seconds:6.1f}s) | ours NEC {mine.nec:5.1f} "
-              f"fid {my_fid:.4f} ({my_seconds:5.1f}s) | fidelity gain {100 * (my_fid - base_fid):+5.1f} pts")
+        print(
+            f"  baseline l1={l1:<7} NEC {base.nec:6.1f} fid {base_fid:.4f} ({base_seconds:6.1f}s) | "
+            f"ours NEC {mine.nec:5.1f} fid {my_fid:.4f} ({my_seconds:5.1f}s) | "
+            f"fidelity gain {100 * (my_fid - base_fid):+5.1f} pts"
+        )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ def tiny_repos(root: Path) -> tuple[Path, Path]:
 
     clip, vit = root / "clip-224-w16", root / "vit-224-w16"
     if not (clip / "config.json").exists():
-        build_tiny_clip(clip, CONCEPTS + NEW_CONCEPTS, image_size=224, patch_size=112, hidden_size=16, projection_dim=16)
+        build_tiny_clip(clip, CONCEPTS + NEW_CONCEPTS, image_size=224, patch_size=112, hidden_size=16,
+                        projection_dim=16)
     if not (vit / "config.json").exists():
         from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
@@ -103,7 +104,8 @@ def real_models(device: str) -> tuple[Teacher, ConceptEncoder]:
     names = [f"class {i}" for i in range(10)]
     vit = ViTForImageClassification(ViTConfig(num_labels=10, id2label=dict(enumerate(names))))
     teacher = Teacher(vit, ViTImageProcessor(), "random-vit-b16", "none", names, device=device)
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=build_clip_tokenizer(CONCEPTS + NEW_CONCEPTS))
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(),
+                              tokenizer=build_clip_tokenizer(CONCEPTS + NEW_CONCEPTS))
     encoder = ConceptEncoder(CLIPModel(CLIPConfig()), processor, "random-clip-vit-b32", "none", region_mode="dense",
                              device=device)
     return teacher, encoder
@@ -116,7 +118,8 @@ def old_loop(source: ImageSource, teacher: Teacher, encoder: ConceptEncoder, con
     with torch.inference_mode():
         for _positions, images in source.batches(batch_size):
             encoder_pixels = image_processor(images=images, return_tensors="pt")["pixel_values"].to(encoder.device)
-            concept_presence(encoder.regions_from_pixels(encoder_pixels).embeddings, concept_embeddings.to(encoder.device))
+            concept_presence(encoder.regions_from_pixels(encoder_pixels).embeddings,
+                             concept_embeddings.to(encoder.device))
             teacher_pixels = teacher.processor(images=images, return_tensors="pt")["pixel_values"].to(teacher.device)
             teacher.logits_from_pixels(teacher_pixels).cpu()
 
@@ -235,8 +238,15 @@ print(json.dumps({"startup": loaded - start, "extract": time.perf_counter() - lo
 
 
 def interruption(args: argparse.Namespace, work: Path, dataset: Path, clip: Path, vit: Path) -> dict:
-    settings = {"images": args.images, "concepts": CONCEPTS, "batch_size": args.batch_size, "num_workers": args.num_workers,
-                "device": args.device, "precision": args.precision, "shard_size": args.shard_size}
+    settings = {
+        "images": args.images,
+        "concepts": CONCEPTS,
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "device": args.device,
+        "precision": args.precision,
+        "shard_size": args.shard_size,
+    }
     n_shards = -(-args.images // args.shard_size)
 
     def child(cache: Path) -> subprocess.Popen:
@@ -323,8 +333,11 @@ def part_two_and_four(args, work, dataset, parts) -> None:
               f"after {real['forward'][1]:.2f})")
         print(f"   end-to-end extraction                {real['end_to_end']:8.2f} img/s")
         print(f"   end-to-end / forward                 {real['end_to_end'] / forward:8.2f}x")
-        print(f"   CPU seconds per image: forward only {real['forward_cpu_s_per_img']:.3f}, end-to-end "
-              f"{real['end_to_end_cpu_s_per_img']:.3f} (ratio {real['forward_cpu_s_per_img'] / real['end_to_end_cpu_s_per_img']:.2f}x)")
+        print(
+            f"   CPU seconds per image: forward only {real['forward_cpu_s_per_img']:.3f}, end-to-end "
+            f"{real['end_to_end_cpu_s_per_img']:.3f} "
+            f"(ratio {real['forward_cpu_s_per_img'] / real['end_to_end_cpu_s_per_img']:.2f}x)"
+        )
 
     if 4 in parts:
         print(f"\n4. Adding {len(NEW_CONCEPTS)} concepts to {real['images']} images")
@@ -339,8 +352,10 @@ def part_three(args, work, dataset, clip, vit) -> None:
     one_shard = full["extract"] / cut["shards"]
     lost = cut["killed_after"] + resumed["startup"] + resumed["extract"] - full["startup"] - full["extract"]
     lost_images = cut["forwarded_total"] - args.images
-    print(f"\n3. Interruption at 50% ({args.images} images, {cut['shards']} shards of {args.shard_size}; SIGKILL once half "
-          f"the images and half a shard more are forwarded)")
+    print(
+        f"\n3. Interruption at 50% ({args.images} images, {cut['shards']} shards of {args.shard_size}; "
+        f"SIGKILL once half the images and half a shard more are forwarded)"
+    )
     print(f"   killed with {cut['written']} shards written and {cut['forwarded_before_kill']} images forwarded; the "
           f"resumed run forwarded {cut['forwarded_total'] - cut['forwarded_before_kill']}")
     print(f"   work lost: {lost_images} images = {lost_images / args.shard_size:.2f} shard(s) (target: at most 1)")

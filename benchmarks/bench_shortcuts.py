@@ -111,8 +111,12 @@ def measure(seed: int, cls: str, background: str, developed: bool, quick: bool) 
         if predictions is None:
             logits = student.logits_of_standardised(student.standardise(test.concept_scores), weight, bias)
             predictions = logits.argmax(1)
-            agree = (student.logits_of_standardised(student.standardise(train.concept_scores[correct_val]), weight, bias)
-                     .argmax(1) == train.teacher_logits[correct_val].argmax(1)).mean()
+            agree = (
+                student.logits_of_standardised(
+                    student.standardise(train.concept_scores[correct_val]), weight, bias
+                ).argmax(1)
+                == train.teacher_logits[correct_val].argmax(1)
+            ).mean()
         else:
             agree = None
         onehot = np.eye(len(train.class_names), dtype=np.float32)[predictions]

@@ -82,8 +82,13 @@ def editing(quick: bool) -> None:
             weight[c] *= old / np.abs(weight[c]).sum()
         probe = base.student
         probe.weight = weight
-        return row(f"baseline: prune '{concept}'{' + renormalise row' if renormalise else ''}, no refit", 1,
-                   base.evaluator.metrics(weight, base.state.bias).to_dict(), evaluate_student(train, probe).fidelity, None)
+        return row(
+            f"baseline: prune '{concept}'{' + renormalise row' if renormalise else ''}, no refit",
+            1,
+            base.evaluator.metrics(weight, base.state.bias).to_dict(),
+            evaluate_student(train, probe).fidelity,
+            None,
+        )
 
     rows += [pruned(False), pruned(True)]
     scripts = {
@@ -100,7 +105,8 @@ def editing(quick: bool) -> None:
             seconds += entry.seconds
         rows.append(row(name, len(script), session.metrics, evaluate_student(train, session.student).fidelity, seconds))
 
-    print(f"\n| method | edits | {cls} acc. (test) | overall acc. (test) | fidelity (test) | fidelity (val) | refit time |")
+    print(f"\n| method | edits | {cls} acc. (test) | overall acc. (test) | fidelity (test) | fidelity (val) "
+          "| refit time |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         gain = (r["cls"] - rows[0]["cls"]) * 100
@@ -171,8 +177,11 @@ def replay(session: TuningSession) -> None:
     replayed = TuningSession.replay(session.features, log)
     replay_s = time.perf_counter() - start
     gap = float(np.max(np.abs(replayed.weight - session.weight)))
-    print(f"\n== 3. Replay: {len(log['entries'])} log entries exported in {export_s:.2f} s, replayed in {replay_s:.2f} s; "
-          f"largest weight gap {gap:.2e} (target <= 1e-6: {'PASS' if gap <= 1e-6 else 'FAIL'})")
+    print(
+        f"\n== 3. Replay: {len(log['entries'])} log entries exported in {export_s:.2f} s, "
+        f"replayed in {replay_s:.2f} s; "
+        f"largest weight gap {gap:.2e} (target <= 1e-6: {'PASS' if gap <= 1e-6 else 'FAIL'})"
+    )
 
 
 def main() -> None:

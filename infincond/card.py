@@ -97,10 +97,12 @@ def card_data(student: ConceptStudent, repo_id: str | None = None) -> StudentCar
     name = (repo_id or "infincond-student").split("/")[-1]
     split = " / ".join(str(v) for v in (dataset.get("config_name"), dataset.get("split")) if v)
     sample = f"{dataset.get('n_images', '?')} images ({dataset.get('n_val', '?')} held out for validation)"
-    results = [("Fidelity (agreement with the teacher)", percent(metrics.get("fidelity"))),
-               ("Student accuracy (against labels)", percent(metrics.get("accuracy"))),
-               ("Teacher accuracy", percent(metrics.get("teacher_accuracy"))),
-               ("Effective concepts per class (NEC)", f"{metrics['nec']:.1f}" if metrics.get("nec") is not None else "n/a")]
+    results = [
+        ("Fidelity (agreement with the teacher)", percent(metrics.get("fidelity"))),
+        ("Student accuracy (against labels)", percent(metrics.get("accuracy"))),
+        ("Teacher accuracy", percent(metrics.get("teacher_accuracy"))),
+        ("Effective concepts per class (NEC)", f"{metrics['nec']:.1f}" if metrics.get("nec") is not None else "n/a"),
+    ]
     groups = metrics.get("groups") or {}
     if groups.get("worst_group") is not None:
         results.append((f"Worst-group accuracy (class x {groups['attribute']})",

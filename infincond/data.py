@@ -158,7 +158,8 @@ def _load_raw(config: DataConfig):
     with loading("dataset", ref):
         if is_local(ref):
             path = Path(ref).expanduser()
-            if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+            if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+                                  or (path / "state.json").exists()):
                 loaded = datasets.load_from_disk(str(path))
             elif path.is_file():
                 builder = _DATA_FILE_BUILDERS.get(path.suffix.lower())

@@ -45,7 +45,8 @@ def _columns(meta: FeatureSet, keep_regions: bool) -> dict[str, tuple[np.dtype, 
     columns = {"concept_scores": (np.dtype(np.float32), (k,)), "best_region": (np.dtype(np.int16), (k,)),
                "teacher_logits": (np.dtype(np.float32), (c,))}
     if keep_regions:
-        columns["region_embeddings"] = (np.dtype(np.float16), (len(meta.region_boxes), meta.concept_embeddings.shape[1]))
+        columns["region_embeddings"] = (np.dtype(np.float16),
+                                        (len(meta.region_boxes), meta.concept_embeddings.shape[1]))
     return columns
 
 
@@ -176,10 +177,19 @@ def _assemble(store: ShardStore, meta: FeatureSet, final: Path, run: dict, keep_
         warnings.warn(f"{len(failures)} image(s) could not be read and were left out of the features "
                       f"(provenance['failed_images'] lists them): {shown}", stacklevel=3)
     arrays = {name: np.load(building / f"{name}.npy", mmap_mode="r") for name in columns}
-    features = replace(meta, **arrays, labels=meta.labels[positions], image_ids=meta.image_ids[positions],
-                       is_val=meta.is_val[positions],
-                       provenance={**meta.provenance, "runtime": {k: str(v) if k == "device" else v for k, v in run.items()},
-                                   "failed_images": failures, "n_failed": len(failures)})
+    features = replace(
+        meta,
+        **arrays,
+        labels=meta.labels[positions],
+        image_ids=meta.image_ids[positions],
+        is_val=meta.is_val[positions],
+        provenance={
+            **meta.provenance,
+            "runtime": {k: str(v) if k == "device" else v for k, v in run.items()},
+            "failed_images": failures,
+            "n_failed": len(failures),
+        },
+    )
     features.save(building)
     del arrays, features
     if (final / "meta.json").exists():  # another run finished the same features first
@@ -204,7 +214,8 @@ def _same_key_everywhere(procs: Processes, key: str) -> None:
 
 
 def run_extraction(source: ImageSource, teacher: Teacher, encoder: ConceptEncoder, meta: FeatureSet,
-                   config: ExtractConfig, *, root: Path | None, keep_regions: bool, progress: bool = True) -> FeatureSet:
+                   config: ExtractConfig, *, root: Path | None, keep_regions: bool,
+                   progress: bool = True) -> FeatureSet:
     """Extract the features described by ``meta`` (a FeatureSet with everything but the per-image results:
     its fingerprint, concepts and embeddings, sample ids, labels and split) into ``root/<fingerprint>``.
 
@@ -237,7 +248,8 @@ def run_extraction(source: ImageSource, teacher: Teacher, encoder: ConceptEncode
         print(f"Resuming: {len(done)} of {len(ranges)} shards already extracted in {partial}")
     n_todo = sum(ranges[i][1] - ranges[i][0] for i in todo)
     try:
-        with tqdm(total=n_todo, desc="Extracting concepts", unit="img", disable=not (progress and procs.is_main)) as bar:
+        with tqdm(total=n_todo, desc="Extracting concepts", unit="img",
+                  disable=not (progress and procs.is_main)) as bar:
             _compute(store, todo, source, teacher, encoder, meta, config, run, keep_regions, bar)
     except BaseException:
         if root is None:  # no cache asked for: nothing is kept to resume from

@@ -216,16 +216,21 @@ class FeatureSet:
         made_by = self.provenance.get("encoder", {})
         if [made_by.get("repo_id"), made_by.get("revision"), made_by.get("region_mode")] != \
                 [encoder.repo_id, encoder.revision, encoder.region_mode]:
-            raise ConfigError(f"These regions were embedded by {made_by.get('repo_id')!r} ({made_by.get('region_mode')}); "
-                              "pass that encoder to add concepts.")
-        added = ConceptCorpus.resolve(concepts) if not isinstance(concepts, str) else ConceptCorpus.from_list([concepts])
+            raise ConfigError(
+                f"These regions were embedded by {made_by.get('repo_id')!r} ({made_by.get('region_mode')}); "
+                "pass that encoder to add concepts."
+            )
+        added = (ConceptCorpus.resolve(concepts) if not isinstance(concepts, str)
+                 else ConceptCorpus.from_list([concepts]))
         combined = ConceptCorpus(tuple(self.concepts), tuple(self.concept_sources)) + added
         new = combined.select(range(self.num_concepts, len(combined)))
         template = self.provenance.get("extract", {}).get("template", DEFAULT_TEMPLATE)
-        embeddings = encoder.encode_text(new.prompts(template)) if len(new) else torch.zeros(0, self.concept_embeddings.shape[1])
+        embeddings = (encoder.encode_text(new.prompts(template)) if len(new)
+                      else torch.zeros(0, self.concept_embeddings.shape[1]))
         threshold = self.provenance.get("extract", {}).get("dedup_threshold")
         if threshold is not None and len(new):
-            keep = near_duplicate_mask(np.concatenate([self.concept_embeddings, embeddings.numpy()]), threshold)[self.num_concepts:]
+            keep = near_duplicate_mask(np.concatenate([self.concept_embeddings, embeddings.numpy()]),
+                                       threshold)[self.num_concepts:]
             new, embeddings = new.select(np.nonzero(keep)[0]), embeddings[torch.from_numpy(keep)]
         scores, best = self._presence_on_kept_regions(embeddings, chunk_bytes)
         added_names = list(new.concepts)
@@ -234,13 +239,19 @@ class FeatureSet:
                       "with_concepts": [*self.provenance.get("with_concepts", []),
                                         {"base_fingerprint": self.fingerprint, "added": added_names,
                                          "scored_on": "kept region embeddings (no image pass)"}]}
-        return replace(self, concept_scores=np.concatenate([self.concept_scores, scores], 1),
-                       best_region=np.concatenate([self.best_region, best], 1),
-                       concept_embeddings=np.concatenate([self.concept_embeddings, embeddings.numpy().astype(np.float32)]),
-                       concepts=[*self.concepts, *added_names], concept_sources=[*self.concept_sources, *new.sources],
-                       provenance=provenance, folder=None)
+        return replace(
+            self,
+            concept_scores=np.concatenate([self.concept_scores, scores], 1),
+            best_region=np.concatenate([self.best_region, best], 1),
+            concept_embeddings=np.concatenate([self.concept_embeddings, embeddings.numpy().astype(np.float32)]),
+            concepts=[*self.concepts, *added_names],
+            concept_sources=[*self.concept_sources, *new.sources],
+            provenance=provenance,
+            folder=None,
+        )
 
-    def _presence_on_kept_regions(self, concept_embeddings: torch.Tensor, chunk_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    def _presence_on_kept_regions(self, concept_embeddings: torch.Tensor,
+                                  chunk_bytes: int) -> tuple[np.ndarray, np.ndarray]:
         """Presence (N, k) float32 and best region (N, k) int16 of k concepts on the kept regions."""
         n, r, d = self.region_embeddings.shape
         k = len(concept_embeddings)

@@ -17,6 +17,11 @@ def finite_or_none(value: float | None) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
 
 
+def worst_group_accuracy(metrics: dict | None) -> float | None:
+    """The worst group's accuracy in a metrics dict (:meth:`Metrics.to_dict`; None without groups)."""
+    return ((metrics or {}).get("groups") or {}).get("worst_group_accuracy")
+
+
 def percent(value: float | None, width: int = 0) -> str:
     """A share as people read it, "93.5%" (right-aligned in ``width`` characters); "n/a" for None or NaN."""
     text = "n/a" if finite_or_none(value) is None else f"{100 * float(value):.1f}%"
@@ -97,13 +102,24 @@ class Metrics:
     def to_dict(self) -> dict:
         """The metrics as JSON-ready values (NaN becomes None): the headline numbers, and per class the
         agreement with the teacher and the accuracy against labels."""
-        return {"fidelity": finite_or_none(self.fidelity), "kl": finite_or_none(self.kl), "accuracy": finite_or_none(self.accuracy),
-                "teacher_accuracy": finite_or_none(self.teacher_accuracy), "nec": self.nec, "n_images": self.n_images,
-                "n_labelled": self.n_labelled, "n_disagreements": int(len(self.disagreement_ids)),
-                "per_class": {name: {"agreement": finite_or_none(self.agreement[c]),
-                                     "accuracy": finite_or_none(self.class_accuracy[c])}
-                              for c, name in enumerate(self.class_names)},
-                "groups": self.groups_dict()}
+        return {
+            "fidelity": finite_or_none(self.fidelity),
+            "kl": finite_or_none(self.kl),
+            "accuracy": finite_or_none(self.accuracy),
+            "teacher_accuracy": finite_or_none(self.teacher_accuracy),
+            "nec": self.nec,
+            "n_images": self.n_images,
+            "n_labelled": self.n_labelled,
+            "n_disagreements": int(len(self.disagreement_ids)),
+            "per_class": {
+                name: {
+                    "agreement": finite_or_none(self.agreement[c]),
+                    "accuracy": finite_or_none(self.class_accuracy[c]),
+                }
+                for c, name in enumerate(self.class_names)
+            },
+            "groups": self.groups_dict(),
+        }
 
 
 def format_groups(groups: dict, indent: str = "  ") -> list[str]:
@@ -112,8 +128,10 @@ def format_groups(groups: dict, indent: str = "  ") -> list[str]:
     lines = [f"{indent}worst group       {percent(groups['worst_group_accuracy'])}  ({groups['worst_group']}; the "
              f"teacher's: {groups['teacher_worst_group']} {percent(groups['teacher_worst_group_accuracy'])})",
              f"{indent}per group of class x {groups['attribute']} (images, teacher, student):"]
-    return lines + [f"{indent}  {name:<28} {g['n']:>6}  {percent(g['teacher_accuracy'], 6)}  {percent(g['accuracy'], 6)}"
-                    for name, g in groups["per_group"].items()]
+    return lines + [
+        f"{indent}  {name:<28} {g['n']:>6}  {percent(g['teacher_accuracy'], 6)}  {percent(g['accuracy'], 6)}"
+        for name, g in groups["per_group"].items()
+    ]
 
 
 def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -115,8 +115,12 @@ def on_split(inputs: Inputs, split: str, cache: SharedCache | None = None) -> In
     unlabelled = (f"The split {split!r} of {data.dataset!r} has no labels among the teacher's classes, so nothing can "
                   "be measured on it: pass a labelled split (CLI: --audit-split), or none to use the validation rows.")
     try:
-        source = _through(cache, "source", lambda: (json.dumps(data.to_dict(), sort_keys=True),
-                                                    ref_key(data.dataset, data.revision)), lambda: ImageSource.load(data))
+        source = _through(
+            cache,
+            "source",
+            lambda: (json.dumps(data.to_dict(), sort_keys=True), ref_key(data.dataset, data.revision)),
+            lambda: ImageSource.load(data),
+        )
     except ColumnDetectionError as error:
         if "label column" not in str(error).lower():
             raise

@@ -93,7 +93,8 @@ def _json_safe(name: str, value: object) -> object:
     return value
 
 
-class ConceptStudent(ModelHubMixin, library_name="infincond", pipeline_tag="image-classification", tags=list(STUDENT_TAGS)):
+class ConceptStudent(ModelHubMixin, library_name="infincond", pipeline_tag="image-classification",
+                     tags=list(STUDENT_TAGS)):
     """A sparse linear model over concept presence scores, with the concepts' embeddings and a reference to
     the encoder that measures them. Load with ``from_pretrained`` (strict: every array must be there)."""
 
@@ -219,7 +220,8 @@ class ConceptStudent(ModelHubMixin, library_name="infincond", pipeline_tag="imag
         k, c = len(self.concepts), len(self.class_names)
         shapes = {"weight": (c, k), "bias": (c,), "score_mean": (k,), "score_std": (k,), "weight_std": (c, k)}
         missing, unexpected = set(ARRAYS) - set(arrays), set(arrays) - set(ARRAYS) - {"weight_std"}
-        wrong = [f"{n} {arrays[n].shape} (needs {s})" for n, s in shapes.items() if n in arrays and arrays[n].shape != s]
+        wrong = [f"{n} {arrays[n].shape} (needs {s})" for n, s in shapes.items()
+                 if n in arrays and arrays[n].shape != s]
         if missing or unexpected or wrong or arrays["concept_embeddings"].shape[0] != k:
             details = "; ".join(filter(None, [f"missing {sorted(missing)}" if missing else "",
                                               f"unexpected {sorted(unexpected)}" if unexpected else "", *wrong]))
@@ -305,7 +307,8 @@ class ConceptStudent(ModelHubMixin, library_name="infincond", pipeline_tag="imag
         ids = logits.argmax(1)
         return Predictions(logits, softmax(logits.astype(np.float64)), ids, [self.class_names[i] for i in ids])
 
-    def explain(self, image: Image.Image | str | os.PathLike, top_k: int = 5, class_id: int | None = None) -> Explanation:
+    def explain(self, image: Image.Image | str | os.PathLike, top_k: int = 5,
+                class_id: int | None = None) -> Explanation:
         """Top contributing concepts to one class (the predicted one by default), with their regions."""
         image = open_rgb(image)
         scores, best = self.concept_scores([image])

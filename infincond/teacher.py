@@ -58,7 +58,8 @@ class Teacher(PlannedModel):
                 "'image-classification'); a CLIP-style encoder goes in the encoder field instead.")
         num_labels = int(model.config.num_labels)
         if num_labels < 2:
-            raise LoadError(f"Teacher {ref!r} has {num_labels} output(s); a classifier with at least 2 classes is needed.")
+            raise LoadError(f"Teacher {ref!r} has {num_labels} output(s); "
+                            "a classifier with at least 2 classes is needed.")
         names = resolve_class_names(getattr(model.config, "id2label", None), num_labels, dataset_label_names)
         return cls(model, processor, ref, model_revision(ref, revision, model.config), names, resolve_device(device))
 

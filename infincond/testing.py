@@ -87,8 +87,9 @@ def build_tiny_clip(folder: str | os.PathLike, words: Sequence[str] = (), *, ima
     return folder
 
 
-def build_tiny_siglip(folder: str | os.PathLike, words: Sequence[str] = (), *, image_size: int = 32, patch_size: int = 8,
-                      hidden_size: int = 32, layers: int = 2, heads: int = 2, seed: int = 0) -> Path:
+def build_tiny_siglip(folder: str | os.PathLike, words: Sequence[str] = (), *, image_size: int = 32,
+                      patch_size: int = 8, hidden_size: int = 32, layers: int = 2, heads: int = 2,
+                      seed: int = 0) -> Path:
     """Save a small random SiglipModel (attention-pooling head, last-token text pooling) with a processor."""
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
@@ -111,8 +112,8 @@ def build_tiny_siglip(folder: str | os.PathLike, words: Sequence[str] = (), *, i
     return folder
 
 
-def build_tiny_teacher(folder: str | os.PathLike, class_names: Sequence[str], *, arch: str = "vit", image_size: int = 32,
-                       generic_labels: bool = False, seed: int = 0) -> Path:
+def build_tiny_teacher(folder: str | os.PathLike, class_names: Sequence[str], *, arch: str = "vit",
+                       image_size: int = 32, generic_labels: bool = False, seed: int = 0) -> Path:
     """Save a small random image classifier ("vit", "resnet" or "convnext") with its image processor.
 
     ``generic_labels`` stores ``LABEL_i`` names, as many Hub teachers do."""
@@ -173,14 +174,17 @@ def photo_jpeg(rng: np.random.Generator, width: int = 500, height: int = 375) ->
     for _ in range(12):
         x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
         box = [x0, y0, x0 + int(rng.integers(20, 200)), y0 + int(rng.integers(20, 200))]
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.int16) + rng.normal(0, 8, (height, width, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box,
+                                                                 fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    pixels = (np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.int16)
+              + rng.normal(0, 8, (height, width, 3)))
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
 
 
-def make_shapes_dataset(n: int = 60, *, classes: Sequence[str] = ("red", "green", "blue"), size: int = 32, seed: int = 0):
+def make_shapes_dataset(n: int = 60, *, classes: Sequence[str] = ("red", "green", "blue"), size: int = 32,
+                        seed: int = 0):
     """A small ``datasets.Dataset`` of coloured shapes: an ``Image`` column, a ``ClassLabel`` column named
     ``label`` (the colour) and a plain ``shape`` column."""
     from datasets import ClassLabel, Dataset, Features, Value
@@ -199,7 +203,8 @@ def planted_problem(n: int = 2000, k: int = 60, c: int = 5, nec: int = 4, noise:
     """Synthetic concept scores (N, K) in [0, 1] and the logits (N, C) of a planted sparse linear teacher
     that uses ``nec`` concepts per class; returns (concept_scores, teacher_logits, true_weight (C, K))."""
     rng = np.random.default_rng(seed)
-    concept_scores = np.clip(rng.normal(0.25, 0.08, (n, k)) + (rng.random((n, k)) < 0.15) * 0.3, 0, 1).astype(np.float32)
+    concept_scores = np.clip(rng.normal(0.25, 0.08, (n, k)) + (rng.random((n, k)) < 0.15) * 0.3,
+                             0, 1).astype(np.float32)
     true_weight = np.zeros((c, k))
     for cls in range(c):
         chosen = rng.choice(k, nec, replace=False)
@@ -224,11 +229,20 @@ def planted_features(n: int = 600, k: int = 20, c: int = 3, nec: int = 3, *, spu
     is_val[rng.permutation(n)[: int(round(n * val_fraction))]] = True
     class_names = [f"class {i}" for i in range(c)]
     return FeatureSet(
-        concept_scores=scores, best_region=np.zeros((n, k), dtype=np.int16), region_boxes=np.array([[0, 0, 1, 1]], float),
-        teacher_logits=teacher_logits, labels=labels.astype(np.int64), image_ids=np.arange(n), is_val=is_val,
-        concept_embeddings=rng.normal(size=(k, 8)).astype(np.float32), concepts=[f"concept {i}" for i in range(k)],
-        concept_sources=["planted"] * k, class_names=class_names,
-        dataset_label_names=class_names if labelled else None, provenance={"fingerprint": f"planted-{seed}"})
+        concept_scores=scores,
+        best_region=np.zeros((n, k), dtype=np.int16),
+        region_boxes=np.array([[0, 0, 1, 1]], float),
+        teacher_logits=teacher_logits,
+        labels=labels.astype(np.int64),
+        image_ids=np.arange(n),
+        is_val=is_val,
+        concept_embeddings=rng.normal(size=(k, 8)).astype(np.float32),
+        concepts=[f"concept {i}" for i in range(k)],
+        concept_sources=["planted"] * k,
+        class_names=class_names,
+        dataset_label_names=class_names if labelled else None,
+        provenance={"fingerprint": f"planted-{seed}"},
+    )
 
 
 SHORTCUT_CLASSES = ("circle", "square", "triangle")

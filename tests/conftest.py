@@ -79,7 +79,8 @@ def corpus():
 
 @pytest.fixture(scope="session")
 def features(source, teacher, encoder, corpus, tmp_path_factory):
-    return extract_features(source, teacher, encoder, corpus, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    return extract_features(source, teacher, encoder, corpus, cache_dir=tmp_path_factory.mktemp("cache"),
+                            progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -268,7 +268,8 @@ class LocalHub:
         if len(segs) >= 5 and segs[2] == "resolve" and method in ("GET", "HEAD"):
             repo = self._readable(repo_type, f"{segs[0]}/{segs[1]}", user)
             return self._resolve(repo, segs[3], "/".join(segs[4:]), user, req.headers.get("Range"))
-        if method == "POST" and segs[1:2] and segs[1].endswith(".git") and segs[2:] == ["info", "lfs", "objects", "batch"]:
+        if (method == "POST" and segs[1:2] and segs[1].endswith(".git")
+                and segs[2:] == ["info", "lfs", "objects", "batch"]):
             return self._lfs_batch(self._writable(repo_type, f"{segs[0]}/{segs[1][:-4]}", user), req.json())
         return None
 
@@ -482,7 +483,8 @@ class LocalHub:
         if entry is None:
             raise HubError(404, "Entry not found", "EntryNotFound", headers)
         data, size = self._read(entry), entry["size"]
-        headers.update({"ETag": f'"{entry["oid"]}"', "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"})
+        headers.update({"ETag": f'"{entry["oid"]}"', "Accept-Ranges": "bytes",
+                        "Content-Type": "application/octet-stream"})
         if entry["lfs"]:  # the Hub names LFS files by their sha256
             headers.update({"X-Linked-Etag": f'"{entry["sha256"]}"', "X-Linked-Size": str(size)})
         match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", range_header or "")

@@ -105,7 +105,8 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     assert f"weight {entry.changes[0]['after']:+.3f}" in out["selection_md"]
     # Undo, then export the log: it replays on the core's features to the undone (= distilled) student.
     undone = call(client, "undo")
-    assert rows(undone["log_table"])[-1]["action"].startswith("undo") and rows(undone["log_table"])[-1]["current"] == "●"
+    assert (rows(undone["log_table"])[-1]["action"].startswith("undo")
+            and rows(undone["log_table"])[-1]["current"] == "●")
     path = client.predict(api_name="/export_log")
     log_json = json.loads(open(path).read())
     assert [e["action"] for e in log_json["entries"]] == ["start", "edit", "undo"]

@@ -47,7 +47,8 @@ def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path, hub, monkeypa
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         page.goto(page_url)
-        load, distil = page.get_by_role("button", name="Load", exact=True), page.get_by_role("button", name="Distil", exact=True)
+        load, distil = (page.get_by_role("button", name="Load", exact=True),
+                        page.get_by_role("button", name="Distil", exact=True))
         assert distil.is_disabled()  # nothing loaded yet
         load.click()
         expect(page.locator("#view-configuration")).to_contain_text("teacher accuracy", timeout=120_000)

@@ -27,7 +27,8 @@ def test_card_data_field_by_field(features, encoder):
     assert meta["model-index"][0]["name"] == "shapes-student" and meta["metrics"] == ["accuracy"]
     content = data.content
     assert content["repo_id"] == "alice/shapes-student" and content["n_concepts"] == len(features.concepts)
-    assert content["method"].startswith("kd: fit the teacher's outputs (temperature 1)") and "2 concepts" in content["method"]
+    assert (content["method"].startswith("kd: fit the teacher's outputs (temperature 1)")
+            and "2 concepts" in content["method"])
     fidelity = dict(content["results"])["Fidelity (agreement with the teacher)"]
     assert abs(percent_of(fidelity) - session.metrics["fidelity"]) <= 0.0005  # read back, within its rounding
     assert [row["name"] for row in content["per_class"]] == features.class_names

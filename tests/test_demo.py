@@ -57,7 +57,8 @@ def test_same_seed_same_images_and_split():
     other = sample_split("train", 40, config, seed=4)
     assert [s for s, _ in other] != [s for s, _ in sample_split("train", 40, config, seed=3)]
     # Splits draw from separate streams: the same seed does not repeat images across splits.
-    assert {n for _, n in sample_split("train", 40, config, 3)}.isdisjoint({n for _, n in sample_split("test", 40, config, 3)})
+    assert {n for _, n in sample_split("train", 40, config, 3)}.isdisjoint(
+        {n for _, n in sample_split("test", 40, config, 3)})
 
 
 def test_biased_and_balanced_split_statistics():

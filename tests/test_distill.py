@@ -104,9 +104,14 @@ def test_constraints_always_hold_exactly(edits, method, nec):
 def test_distill_uses_the_training_split(features):
     student = distill(features, DistillConfig(nec=2))
     assert student.info["n_train"] == int((~features.is_val).sum())
-    metrics = evaluate(student.logits(features.concept_scores[features.is_val]), features.teacher_logits[features.is_val],
-                       features.labels_as_classes[features.is_val], features.image_ids[features.is_val],
-                       features.class_names, student.nec_per_class)
+    metrics = evaluate(
+        student.logits(features.concept_scores[features.is_val]),
+        features.teacher_logits[features.is_val],
+        features.labels_as_classes[features.is_val],
+        features.image_ids[features.is_val],
+        features.class_names,
+        student.nec_per_class,
+    )
     assert metrics.n_images == int(features.is_val.sum()) and metrics.nec <= 2
 
 

@@ -74,7 +74,8 @@ def assert_matches_processor(plan, images, expected: torch.Tensor) -> None:
     got = plan(images)
     assert got.shape == expected.shape and got.dtype == torch.float32
     levels = ((got - expected) / torch.tensor(plan.scale).view(1, 3, 1, 1)).abs()
-    assert float(levels.max()) <= MAX_LEVELS + 1e-3 and float(levels.mean()) <= MEAN_LEVELS, (levels.max(), levels.mean())
+    assert (float(levels.max()) <= MAX_LEVELS + 1e-3
+            and float(levels.mean()) <= MEAN_LEVELS), (levels.max(), levels.mean())
 
 
 def _images(seed: int = 0) -> list[Image.Image]:
@@ -132,7 +133,8 @@ def test_an_unknown_processor_runs_itself():
     plan = image_plan(processor)
     assert not plan.fast and plan.identity()["processor"] == "DeiTImageProcessor"
     image = _images()[0]
-    torch.testing.assert_close(plan([image]), processor(images=[image], return_tensors="pt")["pixel_values"], atol=0, rtol=0)
+    torch.testing.assert_close(plan([image]), processor(images=[image], return_tensors="pt")["pixel_values"],
+                               atol=0, rtol=0)
 
 
 def test_image_methods_share_the_forward_from_pixels(teacher, encoder, source):
@@ -161,7 +163,8 @@ def test_draft_decoding_stays_close_on_real_jpegs(encoder, corpus):
     full, drafted = torch.from_numpy(np.stack(full)), torch.from_numpy(np.stack(drafted))
     levels = (full.int() - drafted.int()).abs().float()
     assert levels.mean() <= 1.0 and levels.max() <= 24
-    scores = [infincond.concept_presence(encoder.regions_from_pixels(plan.normalise(x)).embeddings, text)[0] for x in (full, drafted)]
+    scores = [infincond.concept_presence(encoder.regions_from_pixels(plan.normalise(x)).embeddings, text)[0]
+              for x in (full, drafted)]
     assert 0 < (scores[0] - scores[1]).abs().max() <= 0.02
 
 
@@ -296,7 +299,8 @@ def test_a_dead_worker_is_a_clear_error(source, teacher, encoder, corpus, monkey
 
     monkeypatch.setattr(loader_module, "decode_image", die_in_a_worker)
     with pytest.raises(ExtractionError, match="num_workers=0"):
-        extract_features(source, teacher, encoder, corpus, ExtractConfig(num_workers=2), cache_dir=False, progress=False)
+        extract_features(source, teacher, encoder, corpus, ExtractConfig(num_workers=2), cache_dir=False,
+                         progress=False)
 
 
 def test_out_of_memory_suggests_a_smaller_batch(source, teacher, encoder, corpus, monkeypatch):
@@ -305,7 +309,8 @@ def test_out_of_memory_suggests_a_smaller_batch(source, teacher, encoder, corpus
 
     monkeypatch.setattr(teacher, "logits_from_pixels", out_of_memory)
     with pytest.raises(ExtractionError, match="batch_size=16"):
-        extract_features(source, teacher, encoder, corpus, ExtractConfig(num_workers=0), cache_dir=False, progress=False)
+        extract_features(source, teacher, encoder, corpus, ExtractConfig(num_workers=0), cache_dir=False,
+                         progress=False)
 
 
 # -- shards: resume after a kill, several processes ----------------------------------------------------------
@@ -324,7 +329,8 @@ extract_features(source, teacher, encoder, corpus, ExtractConfig(num_workers=0, 
 """
 
 
-def test_a_run_killed_mid_way_resumes_to_the_same_features(repos, source, teacher, encoder, corpus, tmp_path, monkeypatch):
+def test_a_run_killed_mid_way_resumes_to_the_same_features(repos, source, teacher, encoder, corpus, tmp_path,
+                                                            monkeypatch):
     script = tmp_path / "run.py"
     script.write_text(RUN_SCRIPT)
     cache = tmp_path / "cache"
@@ -364,8 +370,20 @@ def test_two_processes_give_the_features_of_one(repos, tmp_path):
     corpus_file.write_text("\n".join(CONCEPTS))
     options = ["extract", "--teacher", repos["teacher"], "--dataset", repos["dataset"], "--encoder", repos["clip"],
                "--corpus", str(corpus_file), "--samples", "100", "--num-workers", "0", "--shard-size", "10"]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-              "-m", "infincond", *options, "--cache-dir", str(tmp_path / "two")]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "infincond",
+        *options,
+        "--cache-dir",
+        str(tmp_path / "two"),
+    ]
     done = subprocess.run(launch, env={**_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Features written to") == 1  # the main process reports

@@ -35,9 +35,11 @@ def test_second_run_loads_from_cache_without_recomputing(source, teacher, encode
     assert again.fingerprint == first.fingerprint
     # Another corpus or template is another fingerprint, hence a recomputation.
     with pytest.raises(ZeroDivisionError):
-        extract_features(source, teacher, encoder, ConceptCorpus.from_list(["red", "dog"]), cache_dir=tmp_path, progress=False)
+        extract_features(source, teacher, encoder, ConceptCorpus.from_list(["red", "dog"]), cache_dir=tmp_path,
+                         progress=False)
     with pytest.raises(ZeroDivisionError):
-        extract_features(source, teacher, encoder, corpus, ExtractConfig(template="{}"), cache_dir=tmp_path, progress=False)
+        extract_features(source, teacher, encoder, corpus, ExtractConfig(template="{}"), cache_dir=tmp_path,
+                         progress=False)
 
 
 def test_save_load_round_trip(features, tmp_path):

@@ -105,7 +105,8 @@ def test_the_model_card_parses_with_its_metadata_tables_and_snippet(hub_world, h
     assert result["task"]["type"] == "image-classification"
     assert result["dataset"]["type"] == "alice/shapes" and result["dataset"]["split"] == "train"
     values = {m["type"]: m["value"] for m in result["metrics"]}
-    assert values == {"fidelity": round(session.metrics["fidelity"], 4), "accuracy": round(session.metrics["accuracy"], 4)}
+    assert values == {"fidelity": round(session.metrics["fidelity"], 4),
+                      "accuracy": round(session.metrics["accuracy"], 4)}
     assert len(card.data.eval_results) == 2  # huggingface_hub reads the model-index back
     text = card.text
     assert "| class | concepts (weight on standardised presence) |" in text
@@ -126,7 +127,8 @@ def test_private_repos_and_tokens(hub_world, hub, tmp_path, caplog):
             HfApi(token=token).model_info("alice/secret")
     with pytest.raises(HubError, match="does not exist, or it is private"):
         ConceptStudent.from_pretrained("alice/secret", cache_dir=tmp_path / "anon")
-    assert ConceptStudent.from_pretrained("alice/secret", token=ALICE, cache_dir=tmp_path / "alice").concepts == student.concepts
+    assert ConceptStudent.from_pretrained("alice/secret", token=ALICE,
+                                          cache_dir=tmp_path / "alice").concepts == student.concepts
     # No token in any pushed file, any request line or any log record.
     for repo in ("alice/secret", "alice/student", "alice/card-student"):
         for path, content in hub.repo_files("model", repo).items():

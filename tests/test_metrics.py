@@ -24,7 +24,8 @@ def test_metrics_match_an_independent_computation():
     assert m.n_labelled == 270
     assert m.accuracy == np.mean(s[known] == labels[known])
     assert m.teacher_accuracy == np.mean(t[known] == labels[known])
-    np.testing.assert_allclose(m.teacher_class_accuracy, recall_score(labels[known], t[known], average=None, labels=range(4)))
+    np.testing.assert_allclose(m.teacher_class_accuracy,
+                               recall_score(labels[known], t[known], average=None, labels=range(4)))
     np.testing.assert_array_equal(m.disagreement_ids, ids[t != s])
     assert m.nec == 2.5
     summary = m.to_dict()  # the one dictionary shape: headline numbers and per class, JSON-ready

@@ -282,8 +282,23 @@ def test_an_audit_split_without_labels_is_refused_before_the_distillation(repos,
 
     labelled = make_shapes_dataset(40)
     DatasetDict({"train": labelled, "wild": labelled.remove_columns(["label"])}).save_to_disk(str(tmp_path / "data"))
-    args = ["audit", "--teacher", repos["teacher"], "--dataset", str(tmp_path / "data"), "--encoder", repos["clip"],
-            "--extra-concepts", "red,green,blue", "--samples", "0", "--cache-dir", str(tmp_path / "cache"), "--nec", "1"]
+    args = [
+        "audit",
+        "--teacher",
+        repos["teacher"],
+        "--dataset",
+        str(tmp_path / "data"),
+        "--encoder",
+        repos["clip"],
+        "--extra-concepts",
+        "red,green,blue",
+        "--samples",
+        "0",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--nec",
+        "1",
+    ]
     assert main([*args, "--audit-split", "wild"]) == 2
     message = capsys.readouterr().err
     assert "The split 'wild'" in message and "has no labels among the teacher's classes" in message

@@ -43,7 +43,8 @@ def test_front_matter_parses_and_matches_the_requirements():
     assert meta["hf_oauth"] is True and {"write-repos", "manage-repos"} <= set(meta["hf_oauth_scopes"])
     assert set(meta["models"]) == {CIFAR10.teacher, CIFAR10.encoder} and meta["datasets"] == [CIFAR10.dataset]
     assert 0 < len(meta["short_description"]) <= 60  # the Hub's limit
-    space, root = _requirements(PROJECT_ROOT / "spaces" / "requirements.txt"), _requirements(PROJECT_ROOT / "requirements.txt")
+    space, root = (_requirements(PROJECT_ROOT / "spaces" / "requirements.txt"),
+                   _requirements(PROJECT_ROOT / "requirements.txt"))
     assert "gradio" not in space  # the Space installs gradio from sdk_version...
     oauth = {Requirement(r).name.lower() for r in metadata.requires("gradio") if "extra == 'oauth'" in r}
     assert oauth and oauth <= set(space)  # ...but "Sign in with Hugging Face" needs gradio's OAuth extras

@@ -195,7 +195,8 @@ def test_undo_redo_and_jump_restore_states_exactly():
     np.testing.assert_array_equal(s.weight, w2)
     s.undo()  # undoing a jump returns to where it started
     assert s.log[-1].action == "undo" and s.log[-2].action == "jump"
-    assert [e.action for e in s.log] == ["start", "edit", "label_weight", "undo", "undo", "redo", "edit", "jump", "undo"]
+    assert [e.action for e in s.log] == ["start", "edit", "label_weight", "undo", "undo", "redo", "edit", "jump",
+                                         "undo"]
     with pytest.raises(ConfigError, match="no step 99"):
         s.jump(99)
     with pytest.raises(ConfigError, match="Nothing to undo"):

@@ -140,7 +140,8 @@ class ConceptEncoder(PlannedModel):
         self._check_lengths(tokenizer, texts)
         out = []
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(list(texts[start : start + batch_size]), padding=padding, truncation=True, return_tensors="pt")
+            batch = tokenizer(list(texts[start : start + batch_size]), padding=padding, truncation=True,
+                              return_tensors="pt")
             batch = {k: v.to(self.device) for k, v in batch.items()}
             out.append(F.normalize(_pooled(self.model.get_text_features(**batch)).float(), dim=-1).cpu())
         return torch.cat(out)

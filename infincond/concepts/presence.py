@@ -17,11 +17,13 @@ def stored_regions(region_embeddings: torch.Tensor) -> torch.Tensor:
 
 def region_similarity(region_embeddings: torch.Tensor, concept_embeddings: torch.Tensor) -> torch.Tensor:
     """Cosine (B, K, R) float32 of every region of B images with K concepts (both L2-normalised)."""
-    return torch.einsum("brd,kd->bkr", region_embeddings.float(), concept_embeddings.to(region_embeddings.device).float())
+    return torch.einsum("brd,kd->bkr", region_embeddings.float(),
+                        concept_embeddings.to(region_embeddings.device).float())
 
 
 @torch.inference_mode()
-def concept_presence(region_embeddings: torch.Tensor, concept_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def concept_presence(region_embeddings: torch.Tensor,
+                     concept_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Presence scores of K concepts in B images.
 
     region_embeddings: (B, R, D), L2-normalised. concept_embeddings: (K, D), L2-normalised.

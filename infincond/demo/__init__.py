@@ -14,7 +14,21 @@ from .scenes import SHAPES, VOCABULARY, Scene, SceneConfig, render, sample_split
 from .world import World, WorldConfig, build_world, default_world_root, load_world
 
 __all__ = [
-    "BUILD_STAGES", "SHAPES", "VOCABULARY", "ProgressCallback", "Scene", "SceneConfig", "THRESHOLDS", "World", "WorldConfig",
-    "WorldReport", "build_world", "check_world", "default_world_root", "load_world", "render", "sample_split",
+    "BUILD_STAGES",
+    "SHAPES",
+    "VOCABULARY",
+    "ProgressCallback",
+    "Scene",
+    "SceneConfig",
+    "THRESHOLDS",
+    "World",
+    "WorldConfig",
+    "WorldReport",
+    "build_world",
+    "check_world",
+    "default_world_root",
+    "load_world",
+    "render",
+    "sample_split",
     "vocabulary_concepts",
 ]

@@ -101,10 +101,16 @@ def build_dual_encoder(image_size: int, config: EncoderTrainConfig, seed: int):
 
     tokenizer = build_tokenizer()
     # Strides put the last feature map at 1/8 of the image (8 x 8 cells for 64 pixels).
-    vision = {"image_size": image_size, "width_coefficient": config.width, "depth_coefficient": 1.0,
-              "num_block_repeats": [1] * 7,
-              "expand_ratios": [1] + [config.expand_ratio] * 6, "strides": [1, 2, 2, 1, 1, 1, 1], "drop_connect_rate": 0.0,
-              "batch_norm_momentum": 0.1}
+    vision = {
+        "image_size": image_size,
+        "width_coefficient": config.width,
+        "depth_coefficient": 1.0,
+        "num_block_repeats": [1] * 7,
+        "expand_ratios": [1] + [config.expand_ratio] * 6,
+        "strides": [1, 2, 2, 1, 1, 1, 1],
+        "drop_connect_rate": 0.0,
+        "batch_norm_momentum": 0.1,
+    }
     embed_dim = int(round_filters(AlignVisionConfig(**vision), AlignVisionConfig().out_channels[-1]))
     h = config.text_hidden
     text = {"vocab_size": len(tokenizer), "hidden_size": h, "num_hidden_layers": config.text_layers,

@@ -47,7 +47,8 @@ class WorldReport:
         out = {f"zero-shot {f} >= {THRESHOLDS['zero_shot']:.0%}": v >= THRESHOLDS["zero_shot"]
                for f, v in self.zero_shot.items()}
         out[f"localisation >= {THRESHOLDS['localisation']:.0%}"] = self.localisation >= THRESHOLDS["localisation"]
-        out[f"teacher gap >= {THRESHOLDS['teacher_gap'] * 100:.0f} points"] = self.teacher_gap >= THRESHOLDS["teacher_gap"]
+        out[f"teacher gap >= {THRESHOLDS['teacher_gap'] * 100:.0f} points"] = \
+            self.teacher_gap >= THRESHOLDS["teacher_gap"]
         if self.distillation is not None:
             d = self.distillation
             out[f"fidelity >= {THRESHOLDS['fidelity']:.0%}"] = d["fidelity"] >= THRESHOLDS["fidelity"]
@@ -74,7 +75,8 @@ class WorldReport:
         if self.distillation is not None:
             d = self.distillation
             lines.append(f"Distilled student ({d['n_concepts']} concepts, {d['samples']} train images):")
-            lines.append(f"  validation fidelity {pct(d['fidelity'])}, NEC {d['nec']:.1f} per class (max {d['nec_max']})")
+            lines.append(f"  validation fidelity {pct(d['fidelity'])}, NEC {d['nec']:.1f} per class "
+                         f"(max {d['nec_max']})")
             top = ", ".join(f"{c} ({w:+.2f})" for c, w in zip(d["top_concepts"], d["top_weights"], strict=True))
             lines.append(f"  top concepts of '{self.spurious_class}': {top}")
         lines.append("Criteria:")
@@ -119,7 +121,8 @@ def _encoder_quality(world: World, n_images: int) -> tuple[dict[str, float], flo
     truth = np.array([SHAPES.index(scene.shape) for scene, _ in scenes])
     best = best_region.numpy()[np.arange(n_images), truth]  # 0 is the whole image, then row-major cells
     side = int(round(np.sqrt(regions.shape[1] - 1)))
-    coverage = np.concatenate([np.zeros((n_images, 1)), patch_coverage(masks, world.config.scenes.image_size // side)], 1)
+    coverage = np.concatenate([np.zeros((n_images, 1)),
+                               patch_coverage(masks, world.config.scenes.image_size // side)], 1)
     localisation = float((coverage[np.arange(n_images), best] >= 0.25).mean())
     return zero_shot, localisation
 

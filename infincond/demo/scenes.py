@@ -119,7 +119,8 @@ def sample_scene(rng: np.random.Generator, shape: str, background: str, config: 
     margin = radius + 2
     cx, cy = (float(v) for v in rng.uniform(margin, s - margin, 2))
     rocks = int(rng.integers(1, 3)) if rng.random() < config.rock_rate else 0
-    bbox = (int(np.floor(cx - radius)), int(np.floor(cy - radius)), int(np.ceil(cx + radius)), int(np.ceil(cy + radius)))
+    bbox = (int(np.floor(cx - radius)), int(np.floor(cy - radius)),
+            int(np.ceil(cx + radius)), int(np.ceil(cy + radius)))
     return Scene(shape=shape, colour=list(COLOURS)[int(rng.integers(len(COLOURS)))],
                  pattern=PATTERNS[int(rng.integers(len(PATTERNS)))], size=size, background=background,
                  rocks=rocks, bbox=bbox, centre=(cx, cy), radius=radius)
@@ -193,7 +194,8 @@ def shape_mask(shape: str, centre: tuple[float, float], radius: float, size: int
     return mask
 
 
-def _shape_patch(shape: str, centre: tuple[float, float], radius: float, size: int) -> tuple[tuple[slice, slice], np.ndarray]:
+def _shape_patch(shape: str, centre: tuple[float, float], radius: float,
+                 size: int) -> tuple[tuple[slice, slice], np.ndarray]:
     """The coverage of a shape on the pixels of its bounding box only: (rows, cols) slices and the patch.
 
     Drawn ``_SUPERSAMPLE`` times larger on a canvas that starts at a whole pixel, then box-filtered: the

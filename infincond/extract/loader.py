@@ -127,7 +127,8 @@ class ImageBatches(torch.utils.data.Dataset):
         out = []
         for model_input in self.inputs:
             if model_input.grid_size:
-                out.append(np.stack([model_input.plan.pixels(view) for view in image_views(image, model_input.grid_size)]))
+                out.append(np.stack([model_input.plan.pixels(view)
+                                     for view in image_views(image, model_input.grid_size)]))
                 continue
             if model_input.plan not in done:  # two models with the same plan share the work
                 done[model_input.plan] = model_input.plan.pixels(image, original, box, array)[None]

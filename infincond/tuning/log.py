@@ -15,7 +15,7 @@ import numpy as np
 from ..checks import check_factor, check_label_weight
 from ..distill import DistillConfig
 from ..errors import ConfigError, ConstraintError
-from ..metrics import finite_or_none
+from ..metrics import finite_or_none, worst_group_accuracy
 from ..storage import atomic_write_text
 from .edits import Action, Edit
 
@@ -44,11 +44,6 @@ def metric_delta(before: dict | None, after: dict) -> dict:
                                for key in after["per_class"][name]} for name in after["per_class"]}
     out["worst_group_accuracy"] = sub(worst_group_accuracy(after), worst_group_accuracy(before))
     return out
-
-
-def worst_group_accuracy(metrics: dict | None) -> float | None:
-    """The worst group's accuracy in a metrics dict (None when it has no groups)."""
-    return ((metrics or {}).get("groups") or {}).get("worst_group_accuracy")
 
 
 @dataclass
@@ -157,7 +152,8 @@ def read_log(log: dict | str | os.PathLike) -> dict:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ConfigError(f"Cannot read the tuning log {where!r}: {err}") from err
         except RecursionError as err:
-            raise ConfigError(f"Cannot read the tuning log {where!r}: it is nested too deeply to be a tuning log.") from err
+            raise ConfigError(f"Cannot read the tuning log {where!r}: "
+                              "it is nested too deeply to be a tuning log.") from err
     validate_log(data)
     return data
 
@@ -289,7 +285,8 @@ def export(session, path: str | os.PathLike | None = None) -> dict:
                     "score_mean": initial.score_mean.astype(float).tolist(),
                     "score_std": initial.score_std.astype(float).tolist(), "config": initial.config.to_dict()},
         "entries": [entry.to_dict() for entry in session.log],
-        "final": {"state": session.cursor, "weight": session.state.weight.tolist(), "bias": session.state.bias.tolist()},
+        "final": {"state": session.cursor, "weight": session.state.weight.tolist(),
+                  "bias": session.state.bias.tolist()},
     }
     if path is not None:
         atomic_write_text(path, log_text(data))

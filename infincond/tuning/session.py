@@ -45,7 +45,8 @@ class TuningSession:
             raise ConfigError("eval_features must have the same concepts and classes as the features.")
         train = ~features.is_val
         if not train.any():
-            raise ConfigError("The features have no training rows (every row is marked validation): nothing to refit on.")
+            raise ConfigError("The features have no training rows (every row is marked validation): "
+                              "nothing to refit on.")
         self.features, self.eval_features = features, eval_features
         self.names = Names(features.concepts, features.class_names)
         self.concepts, self.class_names = self.names.concepts, self.names.class_names
@@ -206,9 +207,8 @@ class TuningSession:
         return [{**change, "tracks": edit.concept} for change in self._changes(after, constrained, constrained.held)]
 
     def _outcome(self, edit: Edit, refit: bool = True) -> tuple:
-        """What ``edit`` gives from the current state: the edit resolved (a remove's proxies named), its label
-        blend, its constraints, the weights (refitted, or the edited ones moved alone), the bias, the solver's
-        info and the proxy report (the weights that rose most: :func:`.removal.proxy_report`)."""
+        """What ``edit`` gives: the edit resolved (a remove's proxies named), its label blend and constraints, the
+        weights (refitted, or the edited ones moved alone), bias, solver's info and :func:`.removal.proxy_report`."""
         edit = resolve(edit, self.names, self.tracking)
         alpha, constrained = self._alpha(edit), self._constrain(edit)
         if not refit:

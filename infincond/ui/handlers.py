@@ -84,7 +84,8 @@ class Handlers:
             saved = None
         if saved is not None:
             ws.id = saved_id
-            out = {c.restore_md: gr.Markdown(autosave.describe(saved), visible=True), c.restore_row: gr.Row(visible=True)}
+            out = {c.restore_md: gr.Markdown(autosave.describe(saved), visible=True),
+                   c.restore_row: gr.Row(visible=True)}
         return ({c.state: ws} | self.render(ws, GROUPS) | out | {c.browser: {"session": ws.id}}
                 | self.world_status(None))
 
@@ -105,8 +106,10 @@ class Handlers:
             raise ConfigError(f"There is no saved session {session_id!r} on this server.")
         ws.id = session_id
         replayed = ws.restore(saved, progress=True)
-        return {"restore_row": gr.Row(visible=False),
-                "restore_md": gr.Markdown(f"Restored your session: {replayed} tuning action(s) replayed.", visible=True)}
+        return {
+            "restore_row": gr.Row(visible=False),
+            "restore_md": gr.Markdown(f"Restored your session: {replayed} tuning action(s) replayed.", visible=True),
+        }
 
     def on_discard(self, ws):
         ws.id = new_id()  # the saved session stays on disk, untouched

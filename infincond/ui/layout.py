@@ -134,7 +134,8 @@ def _images_and_tuning(c: SimpleNamespace) -> None:
             c.apply_btn = gr.Button("Apply (refit)", variant="primary", interactive=False)
         c.proxies = gr.CheckboxGroup([], label="A remove holds these proxies at 0 with the concept: they track it "
                                                "within classes (tick one to release it)", elem_id="proxies")
-        c.with_labels = gr.Checkbox(False, label="Fix with labels: blend them in (alpha below) in the remove's own refit")
+        c.with_labels = gr.Checkbox(False, label="Fix with labels: blend them in (alpha below) in the remove's "
+                                                 "own refit")
         c.preview_md = gr.Markdown(label="What the edit does")
         with gr.Row():
             c.alpha = gr.Slider(0, 1, value=0, step=0.05, label="Blend labels into the target (alpha)")
@@ -194,8 +195,10 @@ def layout(presets: dict[str, LoadSettings | None], secret: str | None = None) -
     default = next(iter(presets.values()))
     c.state = gr.State(None)
     c.browser = gr.BrowserState(None, storage_key="infincond-session", secret=secret)
-    gr.Markdown("# InFiConD · interactive no-code fine-tuning with concept-based distillation\n"
-                "Distil an image classifier into a sparse linear model over text concepts, inspect it, tune it, share it.")
+    gr.Markdown(
+        "# InFiConD · interactive no-code fine-tuning with concept-based distillation\n"
+        "Distil an image classifier into a sparse linear model over text concepts, inspect it, tune it, share it."
+    )
     with gr.Row(equal_height=False):
         _setup(c, presets, default)
     with gr.Row(equal_height=False):

@@ -60,11 +60,20 @@ class LoadSettings:
     @classmethod
     def from_fields(cls, values: dict, corpus_file: str | None = None) -> LoadSettings:
         """Settings from the setup form's fields by name (:data:`SETUP_FIELDS`), as a page sends them."""
-        return cls((values["teacher"] or "").strip(), (values["dataset"] or "").strip(), (values["encoder"] or "").strip(),
-                   values["config_name"] or None, values["split"] or None, values["image_column"] or "auto",
-                   values["label_column"] or "auto", DataConfig.samples if values["samples"] is None else values["samples"],
-                   values["corpus"], values["concepts_text"] or "", corpus_file or None,
-                   (values["group_column"] or "").strip())
+        return cls(
+            (values["teacher"] or "").strip(),
+            (values["dataset"] or "").strip(),
+            (values["encoder"] or "").strip(),
+            values["config_name"] or None,
+            values["split"] or None,
+            values["image_column"] or "auto",
+            values["label_column"] or "auto",
+            DataConfig.samples if values["samples"] is None else values["samples"],
+            values["corpus"],
+            values["concepts_text"] or "",
+            corpus_file or None,
+            (values["group_column"] or "").strip(),
+        )
 
     def fields(self) -> list:
         """The setup form's fields, in :data:`SETUP_FIELDS` order."""

@@ -154,7 +154,8 @@ def subset_gallery(ws: Workspace) -> dict:
 def shortcuts(ws: Workspace) -> dict:
     """The audit's note and its findings, best first."""
     if ws.session is None:
-        return {"audit_md": "Distil a student to audit its teacher.", "audit_table": pd.DataFrame(columns=AUDIT_COLUMNS)}
+        return {"audit_md": "Distil a student to audit its teacher.",
+                "audit_table": pd.DataFrame(columns=AUDIT_COLUMNS)}
     report = ws.audit()
     rows = [{"class": f.class_name, "concept": f.concept, "score": round(f.score, 2),
              "teacher with / without": f"{percent(f.teacher_accuracy_with)} / {percent(f.teacher_accuracy_without)}",
