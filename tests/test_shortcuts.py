@@ -209,6 +209,29 @@ def test_choosing_groups_later_measures_every_step_again():
     assert session.log[0].metrics_after == direct.metrics
 
 
+def test_the_log_text_written_after_every_action_is_the_export():
+    from infincond.tuning.log import export_text
+
+    session, memo = TuningSession(TRAIN, STUDENT), {}
+
+    def same() -> None:  # the autosave's text, parsed, is the export, whatever was kept from the last write
+        assert json.loads(export_text(session, memo)) == json.loads(json.dumps(session.export_log()))
+
+    session.remove("water", "circle")
+    same()
+    session.undo()
+    same()
+    session.down("water", "circle", 2)
+    same()
+    # An entry whose metrics were replaced (the groups changed) is serialised again.
+    session.set_groups(cross(TRAIN.labels_as_classes, TRAIN.class_names, background(TRAIN), "background"))
+    same()
+    assert json.loads(export_text(session, memo))["entries"][1]["metrics_after"]["groups"]["attribute"] == "background"
+    other = TuningSession(TRAIN, STUDENT)  # another session (as after a widen): nothing kept applies
+    session = other
+    same()
+
+
 def test_groups_by_concept_and_clear_errors():
     groups = groups_for(TRAIN, None, "concept:water")
     assert "circle · 'water' present" in groups.names and "circle · 'water' absent" in groups.names

@@ -354,6 +354,25 @@ def test_history_is_stored_sparsely_and_rebuilt_exactly():
     np.testing.assert_array_equal(s.state.bias, student.bias)
 
 
+def test_states_left_last_keep_their_reports_and_drop_their_arrays():
+    from infincond.tuning.history import WARM_STATES
+
+    s = TuningSession(FEATURES, STUDENT)
+    reports = []
+    for _ in range(WARM_STATES + 2):  # a report derived on every state while it is current
+        reports.append(object())
+        s.state.cache.update(report=reports[-1], influence=np.ones(s.weight.shape))
+        concept, cls, _ = used(s, 1)
+        s.down(concept, cls, 2)
+    left = s.states[:-1]
+    # The WARM_STATES left last keep their reports (not their arrays: rebuilt from the weights); older ones
+    # keep nothing.
+    assert [state.cache for state in left[-WARM_STATES:]] == [{"report": r} for r in reports[-WARM_STATES:]]
+    assert all(state.cache == {} for state in left[:-WARM_STATES])
+    s.undo()
+    assert s.state is left[-1] and s.state.cache["report"] is reports[-1]
+
+
 def test_session_rejects_a_student_of_other_shape():
     with pytest.raises(ConfigError, match=r"weights \(3, 20\); the features need \(3, 10\)"):
         TuningSession(SMALL, STUDENT)

@@ -75,10 +75,15 @@ class State:
         return {"kind": Kind(self.kind[c, k]).name.lower(), "lower": float(self.lower[c, k]),
                 "upper": float(self.upper[c, k]), "weight": float(self.weight[c, k])}
 
-    def release(self) -> None:
-        """Drop the dense arrays and the derived data (rebuilt exactly when needed again)."""
+    def release(self, derived: bool = True) -> None:
+        """Drop the dense arrays and the derived data (rebuilt exactly when needed again); with
+        ``derived=False`` only the derived arrays (sized by the weights), the small reports kept."""
         self._dense.clear()
-        self.cache.clear()
+        if derived:
+            self.cache.clear()
+        else:
+            for name in [name for name, value in self.cache.items() if isinstance(value, np.ndarray)]:
+                del self.cache[name]
 
     @property
     def nbytes(self) -> int:
@@ -86,6 +91,11 @@ class State:
         (where, values), (cwhere, *bounds) = self._weights, self._bounds
         arrays = [*where, values, *cwhere, *bounds, self.bias, *self._dense.values()]
         return int(sum(a.nbytes for a in arrays))
+
+
+#: States left most recently that keep their derived reports (metrics, audit: small), so that undo, redo
+#: and jumps among them re-derive only what the weights give at once.
+WARM_STATES = 8
 
 
 class History:
@@ -97,6 +107,7 @@ class History:
         self.cursor = 0
         self.past: list[int] = []
         self.future: list[int] = []
+        self.warm: list[int] = []  # states left last, oldest first, that keep their derived reports
 
     @property
     def current(self) -> State:
@@ -108,9 +119,15 @@ class History:
         return len(self.states) - 1
 
     def _go(self, target: int) -> None:
-        """Make ``target`` current (the one left keeps only its sparse form)."""
+        """Make ``target`` current (the one left keeps its sparse form, and its derived reports while among the
+        :data:`WARM_STATES` left last)."""
         if target != self.cursor:
-            self.states[self.cursor].release()
+            left = self.cursor
+            if left < len(self.states):
+                self.states[left].release(derived=False)
+            self.warm = [i for i in self.warm if i not in (left, target) and i < len(self.states)] + [left]
+            while len(self.warm) > WARM_STATES:
+                self.states[self.warm.pop(0)].release()
         self.cursor = target
 
     def move(self, target: int) -> None:

@@ -270,12 +270,10 @@ def validate_log(data: object) -> None:
     _finite_array(_get(final, "weight", "final"), "final.weight", (rows, cols))
 
 
-def export(session, path: str | os.PathLike | None = None) -> dict:
-    """A session's whole log as a JSON-ready dict: the features it was recorded on (a hash of them, which a
-    replay checks), the starting student, every entry, and the final weights; written to ``path``
-    atomically when given."""
+def _header(session) -> dict:
+    """What a log starts with: its format, the features it was recorded on and the starting student."""
     initial = session.initial
-    data = {
+    return {
         "format": LOG_FORMAT,
         "version": LOG_VERSION,
         "features": {"key": session.features_key, "fingerprint": session.features.fingerprint,
@@ -284,13 +282,42 @@ def export(session, path: str | os.PathLike | None = None) -> dict:
         "initial": {"weight": initial.weight.tolist(), "bias": initial.bias.tolist(),
                     "score_mean": initial.score_mean.astype(float).tolist(),
                     "score_std": initial.score_std.astype(float).tolist(), "config": initial.config.to_dict()},
-        "entries": [entry.to_dict() for entry in session.log],
-        "final": {"state": session.cursor, "weight": session.state.weight.tolist(),
-                  "bias": session.state.bias.tolist()},
     }
+
+
+def _final(session) -> dict:
+    return {"state": session.cursor, "weight": session.state.weight.tolist(), "bias": session.state.bias.tolist()}
+
+
+def export(session, path: str | os.PathLike | None = None) -> dict:
+    """A session's whole log as a JSON-ready dict: the features it was recorded on (a hash of them, which a
+    replay checks), the starting student, every entry, and the final weights; written to ``path``
+    atomically when given."""
+    data = {**_header(session), "entries": [entry.to_dict() for entry in session.log], "final": _final(session)}
     if path is not None:
         atomic_write_text(path, log_text(data))
     return data
+
+
+def export_text(session, memo: dict) -> str:
+    """The JSON text of :func:`export` (compact), for a log written after every action: the header and
+    each entry are serialised once and kept in ``memo`` (the caller's, one per session) while unchanged
+    (an entry's metrics are replaced when the session's groups change)."""
+    def dumps(value) -> str:
+        return json.dumps(value, allow_nan=False, default=_json_default)
+
+    if memo.get("session") is not session:  # another session (widened, imported): nothing kept applies
+        memo.clear()
+        memo["session"] = session
+        memo["header"] = dumps(_header(session))[:-1]  # without its closing brace
+    entries = []
+    for entry in session.log:
+        kept = memo.get(entry.step)
+        if kept is None or kept[0] is not entry or kept[1] is not entry.metrics_before \
+                or kept[2] is not entry.metrics_after:
+            kept = memo[entry.step] = (entry, entry.metrics_before, entry.metrics_after, dumps(entry.to_dict()))
+        entries.append(kept[3])
+    return f'{memo["header"]}, "entries": [{", ".join(entries)}], "final": {dumps(_final(session))}}}'
 
 
 def rerun(session, entries: list, version: int = LOG_VERSION) -> None:

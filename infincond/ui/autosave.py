@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..features import default_cache_dir
 from ..storage import atomic_write_text, storage_errors
-from ..tuning.log import log_text, read_log
+from ..tuning.log import read_log
 
 VERSION = 1
 _SESSION_ID = re.compile(r"[0-9a-f]{12,32}")
@@ -62,9 +62,9 @@ def write_state(folder: Path, settings, nec: int | None, selection: tuple[str, s
     atomic_write_text(folder / "session.json", json.dumps(data, indent=1))
 
 
-def write_log(folder: Path, fingerprint: str, nec: int, log: dict) -> None:
-    """Save one tuned student's exported log."""
-    atomic_write_text(folder / "logs" / f"{fingerprint}-nec{nec}.json", log_text(log))
+def write_log(folder: Path, fingerprint: str, nec: int, text: str) -> None:
+    """Save one tuned student's exported log (its text: :func:`~infincond.tuning.log.export_text`)."""
+    atomic_write_text(folder / "logs" / f"{fingerprint}-nec{nec}.json", text)
 
 
 def read(folder: Path) -> Autosave | None:

@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..hub import check_repo_id
 from ..student import ConceptStudent
 from ..tuning import TuningSession
+from ..tuning.log import export_text
 from . import autosave
 from .settings import LoadSettings
 
@@ -89,9 +90,10 @@ class Persistence:
             selection = (self.session.concepts[self.concept], self.session.class_names[self.class_id])
         autosave.write_state(self.folder, self.settings, self.nec, selection, self.added_concepts)
         for key, session in self.sessions.items():
-            if len(session.log) > 1 and self._saved.get(key) != len(session.log):
-                autosave.write_log(self.folder, key[0], key[1], session.export_log())
-                self._saved[key] = len(session.log)
+            written, memo = self._saved.get(key, (None, {}))
+            if len(session.log) > 1 and written != len(session.log):
+                autosave.write_log(self.folder, key[0], key[1], export_text(session, memo))
+                self._saved[key] = (len(session.log), memo)
 
     def restore(self, saved: autosave.Autosave, progress: bool = True) -> int:
         """Bring an autosaved session back: load its data (the features come from the cache: no image pass),
@@ -108,7 +110,7 @@ class Persistence:
             if fingerprint == self.features.fingerprint:
                 session = TuningSession.replay(self.features, path, groups=self.groups)
                 self.sessions[(fingerprint, log_nec)] = session
-                self._saved[(fingerprint, log_nec)] = len(session.log)
+                self._saved[(fingerprint, log_nec)] = (len(session.log), {})
                 replayed += len(session.log) - 1
         self.pick(nec)
         if saved.selection:

@@ -89,7 +89,7 @@ def performance(ws: Workspace) -> dict:
     """Headline metrics and the worst group, per-class teacher-vs-student bars, the fidelity-vs-NEC curve,
     the students to pick from, disagreement subsets, and the groups (their choice and their accuracies)."""
     sweep = [p.nec_target for p in ws.sweep]
-    out = {"pick_nec": gr.Dropdown(choices=sweep, value=ws.nec), **_groups(ws)}
+    out = {"pick_nec": gr.update(choices=sweep, value=ws.nec), **_groups(ws)}
     if ws.session is None:
         return out | {"perf_md": "No student yet: **Distil**.", "class_bars": pd.DataFrame(),
                       "nec_curve": pd.DataFrame(), "disagreements": pd.DataFrame(columns=SUBSET_COLUMNS)}
@@ -125,7 +125,7 @@ def _groups(ws: Workspace) -> dict:
     value = (ws.settings.group_column if ws.settings is not None else "") or None
     if value and value not in choices:
         choices = [value, *choices]
-    picker = gr.Dropdown(choices=choices, value=value)
+    picker = gr.update(choices=choices, value=value)
     if ws.session is None or not ws.session.metrics.get("groups"):
         return {"group_by": picker, "groups_table": pd.DataFrame(columns=GROUP_COLUMNS)}
     after = ws.session.metrics["groups"]["per_group"]
@@ -270,7 +270,7 @@ def tuning(ws: Workspace) -> dict:
     """The selected weight and its constraint, the proxies a remove of it would hold, the constraints in force."""
     if ws.session is None or ws.concept is None or ws.class_id is None:
         return {"selection_md": "Select a cell of the heatmap to tune a concept's influence on a class.",
-                "proxies": gr.CheckboxGroup(choices=[], value=[]), "edits": pd.DataFrame(columns=EDIT_COLUMNS)}
+                "proxies": gr.update(choices=[], value=[]), "edits": pd.DataFrame(columns=EDIT_COLUMNS)}
     s = ws.session
     info = s.constraint(s.concepts[ws.concept], s.class_names[ws.class_id])
     bounds = "" if info["kind"] == "free" else f", {info['kind']} in [{info['lower']:.3g}, {info['upper']:.3g}]"
@@ -278,7 +278,7 @@ def tuning(ws: Workspace) -> dict:
             f" · weight {info['weight']:+.3f}{bounds} · label blend alpha {s.label_weight:g}")
     edits = pd.DataFrame([{"concept": e["concept"], "class": e["class_name"], "kind": e["kind"],
                            "weight": round(e["weight"], 4)} for e in s.edits()], columns=EDIT_COLUMNS)
-    return {"selection_md": text, "proxies": gr.CheckboxGroup(choices=[name for name, _ in ws.proxies()], value=[]),
+    return {"selection_md": text, "proxies": gr.update(choices=[name for name, _ in ws.proxies()], value=[]),
             "edits": edits}
 
 
@@ -288,7 +288,7 @@ def provenance(ws: Workspace) -> dict:
     """The log as a table, and the metrics after each step (long format, for a line plot whose x axis lists
     the steps as categories, in order, so that it never shows fractional steps)."""
     if ws.session is None:
-        return {"log_plot": gr.LinePlot(value=pd.DataFrame(columns=["step", "metric", "value"]), sort=None),
+        return {"log_plot": gr.update(value=pd.DataFrame(columns=["step", "metric", "value"]), sort=None),
                 "log_table": pd.DataFrame(columns=LOG_COLUMNS)}
     log = ws.session.log
     current = next(e.step for e in reversed(log) if e.state == ws.session.cursor)  # the step that led here last
@@ -302,7 +302,7 @@ def provenance(ws: Workspace) -> dict:
         points.append({"step": str(e.step), "metric": "fidelity", "value": e.metrics_after["fidelity"]})
         if e.metrics_after["accuracy"] is not None:
             points.append({"step": str(e.step), "metric": "accuracy", "value": e.metrics_after["accuracy"]})
-    return {"log_plot": gr.LinePlot(value=pd.DataFrame(points), sort=[str(e.step) for e in log]),
+    return {"log_plot": gr.update(value=pd.DataFrame(points), sort=[str(e.step) for e in log]),
             "log_table": pd.DataFrame(rows, columns=LOG_COLUMNS)}
 
 
@@ -316,4 +316,4 @@ def controls(ws: Workspace) -> dict:
           "jump_btn": session is not None, "export_btn": session is not None, "import_btn": has_features,
           "save_btn": session is not None, "zip_btn": session is not None, "push_btn": session is not None,
           "concept_btn": session is not None and ws.can_add_concepts}
-    return {button: gr.Button(interactive=value) for button, value in on.items()}
+    return {button: gr.update(interactive=value) for button, value in on.items()}

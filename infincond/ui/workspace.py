@@ -72,7 +72,7 @@ class Workspace(Derived, Persistence):
     #: Runs this workspace's events one at a time (a chained refit and an Apply clicked meanwhile would
     #: otherwise edit the same session at once).
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
-    _saved: dict = field(default_factory=dict, repr=False)  # autosave: log length written per session
+    _saved: dict = field(default_factory=dict, repr=False)  # autosave: per session, log length written, text memo
     default_sweep = DEFAULT_SWEEP
 
     @property
