@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..features import default_cache_dir
 from ..storage import atomic_write_text, storage_errors
-from ..tuning.log import read_log
+from ..tuning.logformat import read_log
 
 VERSION = 1
 _SESSION_ID = re.compile(r"[0-9a-f]{12,32}")
