@@ -13,9 +13,15 @@
    work lost (images forwarded twice) against one shard, and the wall-clock time lost.
 4. Adding 10 concepts to the real-shaped features from their kept region embeddings against extracting
    them again with the larger corpus.
+5. The engine alone ("instant models", any machine): a teacher with 1,000 classes and an encoder with
+   CLIP ViT-B/32's 50 regions x 512 whose forwards cost nothing (they hand back tensors of those shapes),
+   on small JPEGs, with and without kept regions. The main process's CPU time per image, split into the
+   device's share (forwards, normalisation, fp16 rounding, the presence product: GPU work on a GPU) and
+   its own bookkeeping (the main loop, the shard writer thread, the final assembly), and the engine's
+   ceiling in img/s (what the main loop alone allows) beside the measured rate.
 
 Run: python benchmarks/bench_extract.py [--images 1024] [--real-images 64] [--device cuda --precision bf16
---num-workers 14 --images 20000]
+--num-workers 14 --images 20000] [--parts 5 --instant-images 4096]
 """
 
 from __future__ import annotations
@@ -217,6 +223,140 @@ def real_shaped(args: argparse.Namespace, work: Path, dataset: Path) -> dict:
             "with_concepts_s": added, "reextract_s": again, "runtime": features.provenance["runtime"]}
 
 
+INSTANT_CLASSES, INSTANT_REGIONS, INSTANT_DIM = 1000, 50, 512  # ImageNet's classes; CLIP ViT-B/32's regions
+
+
+def small_jpeg_dataset(folder: Path, n: int) -> Path:
+    """``n`` 224 x 224 JPEGs (64 distinct ones, repeated): cheap to decode, so the engine is what is timed."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+    from PIL import Image
+
+    if (folder / "dataset_info.json").exists():
+        return folder
+    import io
+
+    rng = np.random.default_rng(0)
+    photos = []
+    for _ in range(64):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).resize((224, 224)).save(buffer, "JPEG")
+        photos.append(buffer.getvalue())
+    rows = [{"bytes": photos[i % len(photos)], "path": None} for i in range(n)]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=[f"class {i}" for i in range(10)])})
+    Dataset.from_dict({"image": rows, "label": [i % 10 for i in range(n)]}, features=features).save_to_disk(str(folder))
+    return folder
+
+
+class DeviceShare:
+    """CPU seconds the main thread spends in what a GPU would do: wraps functions to time them."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, fn):
+        def timed_call(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.thread_time() - start
+
+        return timed_call
+
+
+def instant_models(root: Path, share: DeviceShare) -> tuple[Teacher, ConceptEncoder]:
+    """A teacher with 1,000 classes and a dense encoder with 50 regions x 512 (ViT-B/32's shapes) whose
+    forwards return preallocated tensors of the real shapes: what is left to time is the engine."""
+    from types import SimpleNamespace
+
+    from infincond.testing import build_tiny_clip
+
+    clip, vit = root / "clip-instant-b32-shapes", root / "vit-instant-1000"
+    if not (clip / "config.json").exists():
+        build_tiny_clip(clip, CONCEPTS + NEW_CONCEPTS, image_size=224, patch_size=32, hidden_size=16,
+                        projection_dim=INSTANT_DIM)
+    if not (vit / "config.json").exists():
+        from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+        names = {i: f"class {i}" for i in range(INSTANT_CLASSES)}
+        config = ViTConfig(image_size=224, patch_size=112, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, id2label=names, label2id={v: k for k, v in names.items()})
+        ViTForImageClassification(config).eval().save_pretrained(vit)
+        ViTImageProcessor().save_pretrained(vit)
+    teacher = Teacher.from_pretrained(str(vit), device="cpu")
+    encoder = ConceptEncoder.from_pretrained(str(clip), region_mode="dense", device="cpu")
+    assert len(encoder.region_boxes) == INSTANT_REGIONS, len(encoder.region_boxes)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(1024, INSTANT_CLASSES, generator=generator)
+    regions = torch.randn(1024, INSTANT_REGIONS, INSTANT_DIM, generator=generator)
+    regions = torch.nn.functional.normalize(regions, dim=-1)
+    boxes = encoder.region_boxes
+    teacher.logits_from_pixels = share.wrap(lambda pixels: logits[: len(pixels)])
+    encoder.regions_from_pixels = share.wrap(
+        lambda pixels: SimpleNamespace(embeddings=regions[: len(pixels) // encoder.views_per_image], boxes=boxes))
+    return teacher, encoder
+
+
+def instant_engine(args: argparse.Namespace, work: Path, root: Path) -> list[dict]:
+    """The engine alone, with and without kept regions: wall img/s and the main process's CPU ms per image."""
+    import infincond.extraction as engine
+    from infincond.extract.preprocess import ImagePlan
+    from infincond.extract.shards import ShardStore
+
+    dataset = small_jpeg_dataset(root / f"small-jpegs-{args.instant_images}", args.instant_images)
+    source = ImageSource.load(DataConfig(str(dataset), samples=args.instant_images))
+    corpus = ConceptCorpus.from_list(CONCEPTS + NEW_CONCEPTS)
+    share = DeviceShare()
+    teacher, encoder = instant_models(root, share)
+    clock = {"loop": 0.0, "writer": 0.0, "assemble": 0.0}
+
+    def thread_timed(name, fn):
+        def call(*a, **k):
+            start = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                clock[name] += time.thread_time() - start
+
+        return call
+
+    patches = [(engine, "_compute", lambda f: thread_timed("loop", f)),
+               (engine, "_assemble", lambda f: thread_timed("assemble", f)),
+               *[(ShardStore, name, lambda f: thread_timed("writer", f))  # this engine's writes, or an older one's
+                 for name in ("write", "write_rows", "seal") if hasattr(ShardStore, name)],
+               (engine, "concept_presence", share.wrap), (engine, "stored_regions", share.wrap),
+               (ImagePlan, "normalise", share.wrap)]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, wrap in patches:
+        setattr(owner, name, wrap(getattr(owner, name)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the device's share in one thread, as the loop's own work is
+    rows = []
+    try:
+        for keep in (True, False):
+            runs = []
+            for repeat in range(args.repeats):
+                for name in clock:
+                    clock[name] = 0.0
+                share.seconds = 0.0
+                config = config_of(args, device="cpu", precision="fp32", keep_regions=keep,
+                                   shard_size=ExtractConfig().shard_size)  # the default shards
+                cache = work / f"cache-instant-{keep}-{repeat}"
+                wall = timed(lambda c=config, d=cache: extract_features(source, teacher, encoder, corpus, c,
+                                                                       cache_dir=d, progress=False))
+                runs.append({"wall": wall, **clock, "device": share.seconds})
+            n = len(source)
+            median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            rows.append({"keep_regions": keep, "images": n, "rate": n / median["wall"],
+                         **{f"{key}_ms": 1000 * median[key] / n for key in ("loop", "writer", "assemble", "device")}})
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+        torch.set_num_threads(threads)
+    return rows
+
+
 CHILD = """
 import json, os, sys, time
 from infincond import ConceptCorpus, ConceptEncoder, DataConfig, ExtractConfig, ImageSource, Teacher, extract_features
@@ -291,7 +431,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="Keep the generated JPEGs and models here between runs.")
     parser.add_argument("--skip-real", action="store_true", help="Skip parts 2 and 4.")
-    parser.add_argument("--parts", default="1,2,3,4", help="Which parts to run (comma-separated).")
+    parser.add_argument("--parts", default="1,2,3,4,5", help="Which parts to run (comma-separated).")
+    parser.add_argument("--instant-images", type=int, default=4096, help="Images for part 5 (instant models).")
     args = parser.parse_args()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-extract-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -310,6 +451,8 @@ def main() -> None:
         part_two_and_four(args, work, dataset, parts)
     if 3 in parts:
         part_three(args, work, dataset, clip, vit)
+    if 5 in parts:
+        part_five(args, work, root)
 
 
 def part_one(args, work, dataset, clip, vit) -> None:
@@ -363,6 +506,24 @@ def part_three(args, work, dataset, clip, vit) -> None:
           f"after {cut['killed_after']:.2f} s, resumed {resumed['startup']:.2f} s + {resumed['extract']:.2f} s")
     print(f"   time lost {lost:.2f} s = {lost / one_shard:.2f} shard-times of {one_shard:.2f} s, of which "
           f"{resumed['startup']:.2f} s restarting the process (wall clock: sensitive to other load on the machine)")
+
+
+def part_five(args, work, root) -> None:
+    rows = instant_engine(args, work, root)
+    print(f"\n5. The engine alone: instant models ({INSTANT_CLASSES} logits, {INSTANT_REGIONS} x {INSTANT_DIM} "
+          "regions), "
+          f"{rows[0]['images']} JPEGs 224 x 224, {args.num_workers or 'default'} workers, batch {args.batch_size}, "
+          f"shards of {ExtractConfig().shard_size}; the main process's CPU ms per image")
+    print(f"   {'kept regions':>12} {'img/s':>8} {'device share':>13} {'main loop':>10} {'writer':>7} {'assembly':>9} "
+          f"{'own work':>9} {'ceiling img/s':>14}")
+    for row in rows:
+        loop_own = row["loop_ms"] - row["device_ms"]  # the device's share runs inside the loop
+        own = loop_own + row["writer_ms"] + row["assemble_ms"]
+        print(f"   {'on' if row['keep_regions'] else 'off':>12} {row['rate']:8.0f} {row['device_ms']:13.3f} "
+              f"{loop_own:10.3f} {row['writer_ms']:7.3f} {row['assemble_ms']:9.3f} {own:9.3f} "
+              f"{1000 / loop_own:14.0f}")
+    print("   own work = main loop (less the device's share) + shard writer thread + assembly; target: under 0.2 ms "
+          "with kept regions. Ceiling: the main loop's own work alone, one image after another.")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -27,16 +27,18 @@ from .concepts.corpus import ConceptCorpus, near_duplicate_mask
 from .concepts.encoder import ConceptEncoder
 from .concepts.presence import concept_presence, stored_regions
 from .data import ImageSource
-from .errors import ConfigError, ExtractionError
-from .extract.loader import ImageBatches, ModelInput, make_loader
+from .errors import ConfigError, ExtractionError, StorageError
+from .extract.loader import ImageBatches, ModelInput, batch_pixels, make_loader
 from .extract.preprocess import PREPROCESS_VERSION
-from .extract.runtime import Processes, autocast, default_num_workers, processes, resolve_precision
+from .extract.runtime import Processes, autocast, processes, resolve_precision, workers_for
 from .extract.shards import ShardStore
 from .features import FORMAT_VERSION, ExtractConfig, FeatureSet, default_cache_dir
 from .storage import fsync_folder
 from .teacher import Teacher
 
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+#: Batches whose results may wait for the writer thread (their rows held in memory meanwhile).
+WRITE_AHEAD = 4
 
 
 def _columns(meta: FeatureSet, keep_regions: bool) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
@@ -68,7 +70,7 @@ def _forward(item: dict, teacher: Teacher, encoder: ConceptEncoder, concept_embe
     """Launch one batch: teacher logits, presence and best region, regions (fp16). Returns the results as CPU
     tensors being copied from the device without waiting (pinned memory), and an event that marks the copy
     done (None off CUDA): the next batch is launched while this one finishes."""
-    teacher_pixels, encoder_pixels = (p.to(device, non_blocking=True) for p in item["pixels"])
+    teacher_pixels, encoder_pixels = batch_pixels({**item, "pixels": item["pixels"].to(device, non_blocking=True)})
     try:
         with autocast(device, precision):
             logits = teacher.logits_from_pixels(teacher.image_plan.normalise(teacher_pixels))
@@ -95,21 +97,12 @@ def _forward(item: dict, teacher: Teacher, encoder: ConceptEncoder, concept_embe
     return copies, event
 
 
-def _collect(item: dict, launched: tuple[dict[str, torch.Tensor], object]) -> dict[str, np.ndarray]:
-    """One launched batch's results as arrays, once its copies are done."""
+def _collect(item: dict, launched: tuple[dict[str, torch.Tensor], object]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One launched batch's positions and result arrays, once its copies are done."""
     copies, event = launched
     if event is not None:
         event.synchronize()
-    return {"positions": item["positions"].numpy(), **{name: value.numpy() for name, value in copies.items()}}
-
-
-def _join(parts: list[dict[str, np.ndarray]], columns: dict) -> dict[str, np.ndarray]:
-    """One shard's arrays from its batches' (empty arrays when none of its images decoded)."""
-    names = ["positions", *columns]
-    if not parts:
-        empty = {name: np.zeros((0, *shape), dtype) for name, (dtype, shape) in columns.items()}
-        return {"positions": np.zeros(0, dtype=np.int64), **empty}
-    return {name: np.concatenate([part[name] for part in parts]) for name in names}
+    return item["positions"], {name: value.numpy() for name, value in copies.items()}
 
 
 def _compute(store: ShardStore, todo: list[int], source: ImageSource, teacher: Teacher, encoder: ConceptEncoder,
@@ -128,40 +121,46 @@ def _compute(store: ShardStore, todo: list[int], source: ImageSource, teacher: T
     inputs = [ModelInput(teacher.image_plan),
               ModelInput(encoder.image_plan, encoder.view_grid)]
     dataset = ImageBatches(source, batches, inputs, draft=config.draft)
-    loader = make_loader(dataset, min(run["num_workers"], len(batches)), pin_memory=device.type == "cuda")
-    columns = _columns(meta, keep_regions)
+    loader = make_loader(dataset, run["num_workers"], pin_memory=device.type == "cuda")
     concept_embeddings = torch.from_numpy(np.asarray(meta.concept_embeddings)).to(device)
-    left, parts, failed = Counter(owner), defaultdict(list), defaultdict(list)
-    # Shards are written by one background thread (the forward passes go on meanwhile), at most two behind.
-    # Batch i + 1 is launched on the device before batch i's results are collected, so the device never
-    # waits for the host's bookkeeping.
+    left, kept, failed = Counter(owner), defaultdict(list), defaultdict(list)
+    # Each batch's rows are written to their place by one background thread while the next batches run (at
+    # most WRITE_AHEAD batches behind); a shard is sealed once all its rows are written. Batch i + 1 is
+    # launched on the device before batch i's results are collected, so the device never waits for the host.
     with torch.inference_mode(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
-        pending: list[Future] = []
+        pending: deque[Future] = deque()
         previous = None
 
         def finish(item: dict, launched) -> None:
             shard = owner[item["index"]]
             if launched is not None:
-                parts[shard].append(_collect(item, launched))
+                positions, arrays = _collect(item, launched)
+                kept[shard].append(positions)
+                pending.append(writer.submit(store.write_rows, positions, arrays))
             failed[shard] += item["failed"]
             left[shard] -= 1
             if left[shard] == 0:
-                pending.append(writer.submit(store.write, shard, _join(parts.pop(shard, []), columns),
-                                             failed.pop(shard, [])))
-                while len(pending) > 2 or (pending and pending[0].done()):
-                    pending.pop(0).result()  # re-raises a failed write here
+                positions = np.concatenate(kept.pop(shard, [np.zeros(0, dtype=np.int64)]))
+                pending.append(writer.submit(store.seal, shard, positions, failed.pop(shard, [])))
+            while len(pending) > WRITE_AHEAD or (pending and pending[0].done()):
+                pending.popleft().result()  # re-raises a failed write here
             bar.update(len(item["positions"]) + len(item["failed"]))
 
-        for item in _batches(loader):
-            launched = (_forward(item, teacher, encoder, concept_embeddings, device, run["precision"], keep_regions)
-                        if len(item["positions"]) else None)
+        try:
+            for item in _batches(loader):
+                launched = (_forward(item, teacher, encoder, concept_embeddings, device, run["precision"],
+                                     keep_regions) if len(item["positions"]) else None)
+                if previous is not None:
+                    finish(*previous)
+                previous = (item, launched)
             if previous is not None:
                 finish(*previous)
-            previous = (item, launched)
-        if previous is not None:
-            finish(*previous)
-        for future in pending:
-            future.result()
+            while pending:
+                pending.popleft().result()
+        except BaseException:
+            for future in pending:  # nothing more is written after a failure
+                future.cancel()
+            raise
 
 
 def _assemble(store: ShardStore, meta: FeatureSet, final: Path, run: dict, keep_regions: bool) -> None:
@@ -169,14 +168,13 @@ def _assemble(store: ShardStore, meta: FeatureSet, final: Path, run: dict, keep_
     building = final.with_name(f"{final.name}.assembling")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
-    columns = _columns(meta, keep_regions)
-    positions = store.assemble(building, columns)
+    positions = store.assemble(building)
     failures = [{"image_id": int(meta.image_ids[p]), "position": int(p), "error": e} for p, e in store.failures()]
     if failures:
         shown = "; ".join(f"row {f['image_id']}: {f['error']}" for f in failures[:3])
         warnings.warn(f"{len(failures)} image(s) could not be read and were left out of the features "
                       f"(provenance['failed_images'] lists them): {shown}", stacklevel=3)
-    arrays = {name: np.load(building / f"{name}.npy", mmap_mode="r") for name in columns}
+    arrays = {name: np.load(building / f"{name}.npy", mmap_mode="r") for name in store.columns}
     features = replace(
         meta,
         **arrays,
@@ -232,13 +230,16 @@ def run_extraction(source: ImageSource, teacher: Teacher, encoder: ConceptEncode
     teacher.to(device)
     encoder.to(device)
     identity = {"fingerprint": meta.fingerprint, "n_images": len(source), "keep_regions": keep_regions}
+    columns = _columns(meta, keep_regions)
     if procs.is_main:
-        ShardStore.open(partial, identity, config.shard_size, create=True)
+        ShardStore.open(partial, identity, config.shard_size, columns, create=True)
     procs.wait()
-    store = ShardStore.open(partial, identity, config.shard_size, create=False)
+    store = ShardStore.open(partial, identity, config.shard_size, columns, create=False)
     done, ranges = store.done(), store.ranges()
     todo = [i for i in range(len(ranges)) if i % procs.count == procs.index and i not in done]
-    workers = config.num_workers if config.num_workers is not None else default_num_workers(procs.local_count)
+    store.check_space([i for i in range(len(ranges)) if i not in done])
+    n_batches = sum(-(-(ranges[i][1] - ranges[i][0]) // config.batch_size) for i in todo)
+    workers = workers_for(n_batches, config.num_workers, procs.local_count)
     run = {"device": device, "precision": resolve_precision(config.precision, device), "processes": procs.count,
            "num_workers": workers, "batch_size": config.batch_size, "shard_size": store.shard_size,
            "preprocess": {"version": PREPROCESS_VERSION, "draft": config.draft,
@@ -251,10 +252,16 @@ def run_extraction(source: ImageSource, teacher: Teacher, encoder: ConceptEncode
         with tqdm(total=n_todo, desc="Extracting concepts", unit="img",
                   disable=not (progress and procs.is_main)) as bar:
             _compute(store, todo, source, teacher, encoder, meta, config, run, keep_regions, bar)
-    except BaseException:
+    except BaseException as error:
+        store.close()
         if root is None:  # no cache asked for: nothing is kept to resume from
             shutil.rmtree(partial, ignore_errors=True)
-        raise
+        if not isinstance(error, StorageError):
+            raise
+        kept = "" if root is None else (f" The {len(store.done())} complete shard(s) of {len(ranges)} are kept in "
+                                        f"{str(partial)!r}: run again to resume after them.")
+        raise StorageError(f"The extraction stopped: {error}{kept}") from error
+    store.close()
     procs.wait()
     if procs.is_main:
         _assemble(store, meta, final, run, keep_regions)

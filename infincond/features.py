@@ -54,13 +54,13 @@ class ExtractConfig:
     "grid" or "whole". ``dedup_threshold``: drop concepts whose text embeddings are this close (cosine)
     to an earlier one; None keeps them all.
 
-    The engine (:mod:`infincond.extract`): ``num_workers`` input workers (None = one per core, 0 = decode
-    in the main process); ``device`` "auto" (CUDA, MPS, CPU) or a torch device; ``precision`` "auto"
-    (bf16 autocast on GPUs that support it, fp16 on other GPUs, fp32 on the CPU), "fp32", "bf16" or
-    "fp16"; results are written every ``shard_size`` images (a run resumes after its last shard);
-    ``keep_regions`` keeps the region embeddings (fp16) for :meth:`FeatureSet.with_concepts` (None = when
-    they take at most ``KEEP_REGIONS_MAX_BYTES``); ``draft`` decodes JPEGs at least twice the size the
-    models need at a reduced DCT scale (faster on large photos, not bit-exact: see the README).
+    The engine (:mod:`infincond.extract`): ``num_workers`` input workers (None = one per core, none for a run
+    under 4 batches; 0 = decode in the main process); ``device`` "auto" (CUDA, MPS, CPU) or a torch device;
+    ``precision`` "auto" (bf16 autocast on GPUs that support it, fp16 on other GPUs, fp32 on the CPU), "fp32",
+    "bf16" or "fp16"; results are written every ``shard_size`` images (a run resumes after its last shard);
+    ``keep_regions`` keeps the region embeddings (fp16) for :meth:`FeatureSet.with_concepts` (None = when they
+    take at most ``KEEP_REGIONS_MAX_BYTES``); ``draft`` decodes JPEGs at least twice the size the models need
+    at a reduced DCT scale (faster on large photos, not bit-exact: see the README).
     """
 
     template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "Prompt template, with one {} for the concept."})
@@ -71,7 +71,8 @@ class ExtractConfig:
     dedup_threshold: float | None = field(default=None, metadata={"help": "Drop concepts this close (cosine) to "
                                                                           "an earlier one; None keeps all."})
     num_workers: int | None = field(default=None, metadata={"help": "Input workers decoding and preprocessing "
-                                                                    "(None: one per core; 0: in the main process)."})
+                                                                    "(None: one per core, none for a run under 4 "
+                                                                    "batches; 0: in the main process)."})
     device: str = field(default="auto", metadata={"help": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."})
     precision: Precision = field(default="auto", metadata={"help": "auto: bf16 autocast on GPUs that support it, "
                                                                    "fp16 on other GPUs, fp32 on the CPU."})

@@ -1,8 +1,10 @@
 """The extraction engine: fast image plans, pipelined input, precision, shards and resume, several
 processes, kept regions, unreadable images and the errors a user can act on."""
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +37,7 @@ from infincond import (
     extract_features,
 )
 from infincond.cli import main
-from infincond.errors import ConfigError, ExtractionError
+from infincond.errors import ConfigError, ExtractionError, StorageError
 from infincond.extract import loader as loader_module
 from infincond.extract.loader import decode_image
 from infincond.extract.preprocess import image_plan
@@ -174,6 +176,18 @@ def test_workers_give_the_same_features(source, teacher, encoder, corpus, featur
                                     cache_dir=False, progress=False)
     _assert_same_features(with_workers, features)
     assert with_workers.provenance["runtime"]["num_workers"] == 2 and features.region_embeddings is not None
+
+
+def test_a_short_run_decodes_in_the_main_process_by_default(source, teacher, encoder, corpus, features):
+    from infincond.extract.runtime import SMALL_RUN_BATCHES, default_num_workers
+
+    short = ExtractConfig(batch_size=-(-len(source) // (SMALL_RUN_BATCHES - 1)))  # one batch too few for workers
+    got = extract_features(source, teacher, encoder, corpus, short, cache_dir=False, progress=False)
+    assert got.provenance["runtime"]["num_workers"] == 0
+    _assert_same_features(got, features)
+    longer = extract_features(source, teacher, encoder, corpus, ExtractConfig(batch_size=5), cache_dir=False,
+                              progress=False)  # 20 batches: a worker per core, at most one per two batches
+    assert longer.provenance["runtime"]["num_workers"] == min(default_num_workers(), 10) >= 1
 
 
 def test_grid_regions_and_a_processor_that_runs_itself_through_the_engine(repos, source, teacher, corpus):
@@ -361,6 +375,77 @@ def test_a_run_killed_mid_way_resumes_to_the_same_features(repos, source, teache
     uninterrupted = extract_features(source, teacher, encoder, corpus, config, cache_dir=False, progress=False)
     _assert_same_features(resumed, uninterrupted)
     assert not partial.exists() and resumed.folder == partial.with_name(resumed.fingerprint)
+
+
+@contextlib.contextmanager
+def _small_disk(folder: Path, size: str):
+    """A real file system of ``size`` (tmpfs) mounted on ``folder`` (root on Linux, as CI runs)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with _small_disk(tmp_path / "small-disk", "1m") as folder:
+        yield folder
+
+
+def test_a_disk_too_small_for_the_features_is_refused_before_the_image_pass(source, teacher, encoder, corpus,
+                                                                             tmp_path, monkeypatch):
+    monkeypatch.setattr(teacher, "logits_from_pixels", lambda pixels: 1 / 0)  # no image pass may start
+    config = ExtractConfig(num_workers=0, batch_size=5, shard_size=10, keep_regions=True)
+    refused = r"need [0-9.]+ MB more in .* MB free: free some space, or choose a cache"
+    with _small_disk(tmp_path / "tiny-disk", "64k") as disk, pytest.raises(StorageError, match=refused):
+        extract_features(source, teacher, encoder, corpus, config, cache_dir=disk, progress=False)
+
+
+def _fill(path: Path, keep: int = 0) -> None:
+    """Write ``path`` until the disk it is on has at most ``keep`` bytes free (a real ENOSPC ends it)."""
+    chunk = b"\0" * 4096
+    with open(path, "ab") as handle:
+        try:
+            while shutil.disk_usage(path.parent).free > keep:
+                handle.write(chunk)
+                handle.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_stops_the_run_with_what_happened_and_keeps_the_complete_shards(
+        source, teacher, encoder, corpus, small_disk, monkeypatch):
+    config = ExtractConfig(num_workers=0, batch_size=5, shard_size=10)
+    cache = small_disk / "cache"
+    forward, seen = teacher.logits_from_pixels, []
+
+    def fill_the_disk_after_two_shards(pixels):
+        seen.append(len(pixels))
+        if sum(seen) == 30:  # two shards of 10 are complete or being written: the disk fills up now
+            _fill(small_disk / "ballast")
+        return forward(pixels)
+
+    monkeypatch.setattr(teacher, "logits_from_pixels", fill_the_disk_after_two_shards)
+    with pytest.raises(StorageError, match=r"The extraction stopped: .*the disk is full.* complete shard\(s\) of 10 "
+                                           r"are kept .*run again to resume after them"):
+        extract_features(source, teacher, encoder, corpus, config, cache_dir=cache, progress=False)
+    partial = next((cache / "features").glob("*.partial"))
+    written = len(list(partial.glob("shard-*.npz")))
+    assert 1 <= written <= 3 and sum(seen) < 100  # stopped at the failure, not at the end
+
+    monkeypatch.undo()
+    (small_disk / "ballast").unlink()
+    batches = []
+    monkeypatch.setattr(teacher, "logits_from_pixels", lambda pixels: batches.append(len(pixels)) or forward(pixels))
+    resumed = extract_features(source, teacher, encoder, corpus, config, cache_dir=cache, progress=False)
+    assert sum(batches) == 100 - 10 * written  # the complete shards were kept and not computed again
+    monkeypatch.undo()
+    _assert_same_features(resumed, extract_features(source, teacher, encoder, corpus, config, cache_dir=False,
+                                                    progress=False))
 
 
 def test_two_processes_give_the_features_of_one(repos, tmp_path):

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,55 @@ def test_eight_sessions_share_models_and_features_and_stay_apart(preset, tmp_pat
     # One load of each model, one extraction, one sweep, for all eight sessions.
     assert shared.loads["teacher"] == shared.loads["encoder"] == shared.loads["features"] == 1
     assert shared.loads["sweep"] == 1 and shared.loads["source"] == 1
+
+
+def test_long_jobs_queue_in_their_own_lane_with_their_place_known_while_light_events_go_on(preset, tmp_path,
+                                                                                              monkeypatch):
+    from gradio_client.utils import Status
+
+    from infincond.ui import events
+    from infincond.ui.workspace import Workspace
+
+    monkeypatch.setattr(events, "heavy_limit", lambda cores=None: 1)  # one long job at a time, whatever the cores
+    demo = build_app({"Shapes world (offline)": preset}, cache_dir=tmp_path / "cache")
+    port = _free_port()
+    demo.queue(default_concurrency_limit=8).launch(server_port=port, prevent_thread_lock=True, quiet=True,
+                                                    **launch_kwargs())
+    url = f"http://127.0.0.1:{port}/"
+    started, release = threading.Event(), threading.Event()
+    distill = Workspace.distill
+
+    def held(self, *args, **kwargs):  # the first long job holds its lane until the test releases it
+        if not started.is_set():
+            started.set()
+            assert release.wait(120)
+        return distill(self, *args, **kwargs)
+
+    try:
+        first, second, light = (Client(url, verbose=False) for _ in range(3))
+        heat = rows(load_and_distil(light, preset)["heat"])
+        for client in (first, second):
+            load_and_distil(client, preset)
+        monkeypatch.setattr(Workspace, "distill", held)
+        running = first.submit(3, api_name="/distill")
+        assert started.wait(120)
+        waiting = second.submit(3, api_name="/distill")
+        deadline = time.monotonic() + 60
+        while waiting.status().code != Status.IN_QUEUE and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling a condition (the queue's answer), not ordering threads
+        status = waiting.status()
+        assert status.code == Status.IN_QUEUE and status.rank == 0 and status.queue_size >= 1  # first in line
+        # Light events of a third user run while the long job holds its lane and another waits.
+        concept, cls = heat[1]["concept"], [name for name in heat[1] if name != "concept"][1]  # not the default
+        assert concept in call(light, "select", concept, cls)["selection_md"]
+        call(light, "preview", "Down-tune", 2.0)
+        assert not running.done() and not waiting.done()
+        release.set()
+        running.result(timeout=120)
+        waiting.result(timeout=120)
+    finally:
+        release.set()
+        demo.close()
 
 
 def _serve(world, port: int, cache: Path) -> subprocess.Popen:

@@ -93,8 +93,9 @@ class ImageBatches(torch.utils.data.Dataset):
     """Item ``i``: batch ``i`` of the run, decoded once and prepared for every model.
 
     ``batches``: sample positions per batch. Items are dicts: ``index`` (int), ``positions`` (B,) int64 of
-    the images that decoded, ``pixels`` one tensor per model input ((B * views, 3, H, W), uint8 for fast
-    plans), ``failed`` a list of (position, error message).
+    the images that decoded, ``pixels`` and ``layout``: one flat tensor holding every model input's pixels
+    ((B * views, 3, H, W), uint8 for fast plans; :func:`batch_pixels` gives them), ``failed`` a list of
+    (position, error message).
     """
 
     def __init__(self, source: ImageSource, batches: Sequence[np.ndarray], inputs: Sequence[ModelInput],
@@ -150,9 +151,38 @@ class ImageBatches(torch.utils.data.Dataset):
             kept.append(position)
             for bucket, tensor in zip(per_input, self._prepare(decoded), strict=True):
                 bucket.append(tensor)
-        # numpy, not torch.cat: one thread, no intra-op thread pool contending with the other workers
-        pixels = [torch.from_numpy(np.concatenate(bucket)) if bucket else torch.empty(0) for bucket in per_input]
-        return {"index": index, "positions": torch.tensor(kept, dtype=torch.int64), "pixels": pixels, "failed": failed}
+        storage, layout = _one_storage(per_input)
+        return {"index": index, "positions": np.asarray(kept, dtype=np.int64), "pixels": storage, "layout": layout,
+                "failed": failed}
+
+
+def _one_storage(per_input: list[list[np.ndarray]]) -> tuple[torch.Tensor, list[tuple]]:
+    """Every model input's arrays, concatenated, in one flat uint8 tensor, and where each lies in it
+    ((offset, shape, dtype) per input, 64-byte aligned): a batch crosses from its worker to the main process
+    as one shared-memory segment, one file descriptor. numpy, not torch.cat: one thread, no intra-op thread
+    pool contending with the other workers."""
+    layout, total = [], 0
+    for bucket in per_input:
+        shape = (sum(len(a) for a in bucket), *bucket[0].shape[1:]) if bucket else (0,)
+        dtype = bucket[0].dtype if bucket else np.dtype(np.uint8)
+        layout.append((total, shape, dtype.str))
+        total += -(-int(np.prod(shape)) * dtype.itemsize // 64) * 64
+    storage = torch.empty(total, dtype=torch.uint8)
+    flat = storage.numpy()
+    for (offset, shape, dtype), bucket in zip(layout, per_input, strict=True):
+        if bucket:
+            size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            np.concatenate(bucket, out=flat[offset : offset + size].view(dtype).reshape(shape))
+    return storage, layout
+
+
+def batch_pixels(item: dict) -> list[torch.Tensor]:
+    """A batch's pixel tensors, one per model input ((B * views, 3, H, W)), as views of its one storage."""
+    out = []
+    for offset, shape, dtype in item["layout"]:
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        out.append(item["pixels"][offset : offset + size].view(torch.from_numpy(np.empty(0, dtype)).dtype).view(shape))
+    return out
 
 
 def make_loader(dataset: ImageBatches, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:

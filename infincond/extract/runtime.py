@@ -63,8 +63,24 @@ def available_cores() -> int:
 
 def default_num_workers(local_processes: int = 1) -> int:
     """One input worker per core left to this process (cores split between the processes of a machine),
-    at most 16."""
+    at most 16: the fastest setting found by ``benchmarks/bench_extract.py`` (RESULTS.md)."""
     return max(1, min(16, available_cores() // max(1, local_processes)))
+
+
+#: Runs of fewer batches than this decode in the main process by default: starting workers costs about
+#: 65-100 ms on the 2-core machine, which a run pays back from about 4 batches of 32 images (RESULTS.md).
+SMALL_RUN_BATCHES = 4
+
+
+def workers_for(batches: int, requested: int | None, local_processes: int = 1) -> int:
+    """Input workers for a run of ``batches`` batches: ``requested`` when given (never more than the
+    batches); by default one per core, none for a run too short to pay for starting them, and at most one
+    per two batches."""
+    if requested is not None:
+        return min(requested, batches)
+    if batches < SMALL_RUN_BATCHES:
+        return 0
+    return min(default_num_workers(local_processes), batches // 2)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..errors import InfinconError
+from ..extract.runtime import available_cores
 from .derived import ASPECTS
 from .handlers import Handlers
 from .layout import GROUPS
@@ -34,10 +35,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Event:
     """What an event may change: aspects of the workspace (:data:`~.derived.ASPECTS`; the views that read
-    them are its outputs), and other components it sets itself, by name."""
+    them are its outputs), and other components it sets itself, by name. ``heavy``: a long job (seconds to
+    minutes of CPU), run in the heavy lane (:func:`heavy_limit` at once, every session together)."""
 
     changes: tuple[str, ...] = ()
     sets: tuple[str, ...] = ()
+    heavy: bool = False
 
 
 STUDENT = ("student", "weights", "selection", "concept", "image", "subset", "finding")  # another student
@@ -45,8 +48,9 @@ SELECTION = ("selection", "concept", "image")
 MOVED = ("weights", "finding")  # the student's weights moved (the audit's first finding may change with them)
 #: Every event of the app, by its API name.
 EVENTS = {
-    "load": Event(ASPECTS), "restore": Event(ASPECTS, ("restore_md", "restore_row")),
-    "distill": Event(STUDENT), "pick_student": Event(STUDENT), "import_log": Event(STUDENT, ("preview_md",)),
+    "load": Event(ASPECTS, heavy=True), "restore": Event(ASPECTS, ("restore_md", "restore_row"), heavy=True),
+    "distill": Event(STUDENT, heavy=True), "pick_student": Event(STUDENT),
+    "import_log": Event(STUDENT, ("preview_md",), heavy=True),
     "select_cell": Event(SELECTION), "select": Event(SELECTION),
     "add_concept": Event(("concepts", *SELECTION), ("new_concept",)),
     "select_image": Event(("image",)), "open_subset": Event(("subset",)), "view": Event(("heatmap",)),
@@ -56,12 +60,21 @@ EVENTS = {
     "apply": Event(MOVED, ("preview_md",)), "blend": Event(MOVED, ("preview_md",)),
     "undo": Event(MOVED, ("preview_md",)), "redo": Event(MOVED, ("preview_md",)), "jump": Event(MOVED, ("preview_md",)),
     "preview": Event(sets=("preview_md",)), "preview_refit": Event(sets=("preview_md",)),
-    "export_log": Event(sets=("log_file",)), "save": Event(sets=("share_md",)), "download": Event(sets=("zip_file",)),
-    "push": Event(sets=("share_md",)), "session": Event(sets=("session_id",)),
+    "export_log": Event(sets=("log_file",)), "save": Event(sets=("share_md",), heavy=True),
+    "download": Event(sets=("zip_file",), heavy=True), "push": Event(sets=("share_md",), heavy=True),
+    "session": Event(sets=("session_id",)),
     "discard": Event(sets=("browser", "restore_md", "restore_row")),
 }
 #: Outputs the API does not return (layout and buttons): not among :func:`outputs_of`.
 NOT_RETURNED = {"restore_row", "browser", *GROUPS["controls"]}
+
+
+def heavy_limit(cores: int | None = None) -> int:
+    """How many long jobs (load, distil, import, save, push) run at once, every session together: one per
+    four cores, at least one. A long job uses every core it is given (torch's and BLAS's threads), so two at
+    once on a small machine only halve each other while the light events (select, preview, undo, ...),
+    which run in their own lanes, wait for a core; the others queue, and the page shows their place."""
+    return max(1, (cores or available_cores()) // 4)
 
 
 def groups_of(api: str) -> tuple[str, ...]:
@@ -143,8 +156,9 @@ def wire(c: SimpleNamespace, presets: dict[str, LoadSettings | None], new_worksp
            show_progress="full"):
         outputs = [c.state, *(getattr(c, n) for n in EVENTS[api].sets),
                    *(getattr(c, n) for g in groups_of(api) for n in GROUPS[g])]
+        lane = {"concurrency_id": "heavy", "concurrency_limit": heavy_limit()} if EVENTS[api].heavy else {}
         return trigger(events.guard(api, handler), [c.state, *inputs], outputs, api_name=api if name is None else name,
-                       show_progress_on=progress_on, show_progress=show_progress)
+                       show_progress_on=progress_on, show_progress=show_progress, **lane)
 
     world_outputs = [c.status_md, c.timer, c.load_btn, *setup]
     every = [getattr(c, n) for g in GROUPS for n in GROUPS[g]]
