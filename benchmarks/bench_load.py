@@ -70,8 +70,15 @@ class Server:
         raise RuntimeError("the app did not start in 300 s")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of every thread of the server (schedstat: nanoseconds; threads that ended are left out,
+        so read it around short spans)."""
+        total = 0
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        return total / 1e9
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -116,8 +123,10 @@ def user_loop(client: Client, pairs: list, rounds: int, seed: int, times: dict, 
     """``rounds`` of select, preview, undo, redo and the no-op; every answer checked to be this user's."""
     rng = random.Random(seed)
     own_id = client.predict(api_name="/session")
+    selected = pairs[0]  # start_session selected it
     for _ in range(rounds):
-        concept, cls = rng.choice(pairs)
+        concept, cls = rng.choice([pair for pair in pairs if pair != selected])  # a select that changes something
+        selected = (concept, cls)
         calls = [("select", lambda c=concept, k=cls: client.predict(c, k, api_name="/select")),
                  ("preview", lambda: client.predict("Down-tune", 2.0, api_name="/preview")),
                  ("undo", lambda: client.predict(api_name="/undo")),
@@ -182,19 +191,19 @@ def run_users(server: Server, preset_args: list, users: int, rounds: int) -> dic
 def cpu_per_event(server: Server, preset_args: list, repeats: int) -> dict[str, float]:
     """Server CPU ms per event, one user, nothing else running."""
     client, pairs = start_session(server.url, preset_args)
-    out = {}
     calls = {"select": lambda i: client.predict(*pairs[i % len(pairs)], api_name="/select"),
              "preview": lambda i: client.predict("Down-tune", 2.0, api_name="/preview"),
              "undo": lambda i: client.predict(api_name="/undo"),
              "redo": lambda i: client.predict(api_name="/redo"),
              "no-op": lambda i: client.predict(api_name="/session")}
-    for name, call in calls.items():
-        call(0)
-        before = server.cpu_seconds()
-        for i in range(repeats):
-            call(i + 1)
-        out[name] = 1000 * (server.cpu_seconds() - before) / repeats
-    return out
+    spent = {name: [] for name in calls}
+    for i in range(repeats + 1):  # in the users' order (undo then redo: always something to undo)
+        for name, call in calls.items():
+            before = server.cpu_seconds()
+            call(i)
+            if i:  # the first round warms up
+                spent[name].append(server.cpu_seconds() - before)
+    return {name: 1000 * statistics.median(values) for name, values in spent.items()}
 
 
 def long_job_delay(server: Server, preset_args: list, repeats: int) -> dict:
@@ -237,11 +246,8 @@ def main() -> None:
     print(f"app at {server.url} (pid {server.process.pid}), {args.samples} images, {os.cpu_count()} cores, "
           f"started {time.strftime('%H:%M:%S')}")
     try:
-        one = start_session(server.url, preset_args)
-        del one
-        single_memory = server.rss_mb()
         cpu = cpu_per_event(server, preset_args, args.repeats)
-        print("\nServer CPU per event (one user, nothing else running; every thread of the server):")
+        print("\nServer CPU per event (one user, nothing else running; every thread of the server; median):")
         for name, ms in cpu.items():
             over = "" if name == "no-op" else f"   ({ms - cpu['no-op']:+.1f} ms over the no-op)"
             print(f"   {name:8} {ms:7.1f} ms{over}")
@@ -252,27 +258,36 @@ def main() -> None:
               f"{1000 * percentile(delay['distil'], 0.95):.0f}); while another loads in a loop "
               f"{1000 * statistics.median(delay['load']):.0f} ms (p95 {1000 * percentile(delay['load'], 0.95):.0f}). "
               f"Target: delay at most one select's own time ({1000 * alone:.0f} ms)")
-        results = [run_users(server, preset_args, int(n), args.rounds) for n in args.users.split(",")]
-        print(f"\nUsers + 1 re-distilling in a loop ({args.rounds} rounds of {', '.join(EVENTS)} per user); "
-              "round trips through gradio_client, ms")
-        print(f"   {'users':>5} {'event':8} {'p50':>7} {'p95':>7} {'p95 / no-op p95':>16}")
-        for result in results:
-            noop95 = percentile(result["times"]["no-op"], 0.95)
-            for name in EVENTS:
-                values = result["times"][name]
-                if not values:
-                    continue
-                print(f"   {result['users']:5} {name:8} {1000 * statistics.median(values):7.0f} "
-                      f"{1000 * percentile(values, 0.95):7.0f} {percentile(values, 0.95) / noop95:15.2f}x")
-            print(f"   {result['users']:5} {result['events'] / result['wall']:.1f} events/s, "
-                  f"{len(result['failures'])} failures, {len(result['mixed'])} answers naming another's state, "
-                  f"{result['long_jobs']} distils meanwhile; server memory {result['memory']:.0f} MiB with "
-                  f"{result['sessions']} sessions open = {result['memory'] / single_memory:.2f}x of one session's "
-                  f"{single_memory:.0f} MiB")
-            for failure in result["failures"][:3] + result["mixed"][:3]:
-                print(f"         {failure}")
     finally:
         server.close()
+    results = []
+    for n in args.users.split(","):  # each on a new server: its memory with one session, then with all
+        server = Server(args.samples, world)
+        try:
+            SESSIONS[0] = 0
+            start_session(server.url, preset_args)
+            single_memory = server.rss_mb()
+            results.append({**run_users(server, preset_args, int(n), args.rounds), "single": single_memory})
+        finally:
+            server.close()
+    print(f"\nUsers + 1 re-distilling in a loop ({args.rounds} rounds of {', '.join(EVENTS)} per user); "
+          "round trips through gradio_client, ms")
+    print(f"   {'users':>5} {'event':8} {'p50':>7} {'p95':>7} {'p95 / no-op p95':>16}")
+    for result in results:
+        noop95 = percentile(result["times"]["no-op"], 0.95)
+        for name in EVENTS:
+            values = result["times"][name]
+            if not values:
+                continue
+            print(f"   {result['users']:5} {name:8} {1000 * statistics.median(values):7.0f} "
+                  f"{1000 * percentile(values, 0.95):7.0f} {percentile(values, 0.95) / noop95:15.2f}x")
+        print(f"   {result['users']:5} {result['events'] / result['wall']:.1f} events/s, "
+              f"{len(result['failures'])} failures, {len(result['mixed'])} answers naming another's state, "
+              f"{result['long_jobs']} distils meanwhile; server memory {result['memory']:.0f} MiB with "
+              f"{result['sessions']} sessions open = {result['memory'] / result['single']:.2f}x of one session's "
+              f"{result['single']:.0f} MiB")
+        for failure in result["failures"][:3] + result["mixed"][:3]:
+            print(f"         {failure}")
 
 
 if __name__ == "__main__":

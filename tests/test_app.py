@@ -274,3 +274,22 @@ def test_every_endpoint_names_its_parameters_and_labels_its_outputs(app_url):
             assert len(outputs_of(name.lstrip("/"))) == len(labels), name
     assert [p["parameter_name"] for p in endpoints["/apply"]["parameters"]] == ["action", "factor", "release",
                                                                                  "with_labels", "alpha"]
+
+
+def test_long_jobs_share_one_lane_and_the_app_runs_numpy_blas_on_one_thread(preset, tmp_path):
+    """Load, distil, import, save, download and push run in the "heavy" lane (one at a time on a small
+    machine); numpy's OpenBLAS threads, which spin after every product, are held to one (see one_blas_thread).
+    The lane at work: tests/test_sessions.py."""
+    from threadpoolctl import threadpool_info
+
+    from infincond.ui.events import heavy_limit
+
+    assert heavy_limit(2) == heavy_limit(4) == 1 and heavy_limit(16) == 4
+    demo = build_app({"Shapes world (offline)": preset}, cache_dir=tmp_path)
+    lanes = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values() if fn.api_name}
+    heavy = {name for name, event in EVENTS.items() if event.heavy}
+    assert heavy == {"load", "restore", "distill", "import_log", "save", "download", "push"}
+    assert {lanes[name] for name in heavy} == {("heavy", heavy_limit())}
+    assert all(lanes[name][0] != "heavy" for name in ("select", "preview", "undo", "redo", "apply", "session"))
+    blas = [pool["num_threads"] for pool in threadpool_info() if pool["internal_api"] == "openblas"]
+    assert blas and set(blas) == {1}  # numpy's (and scipy's, when loaded)

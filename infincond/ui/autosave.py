@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..features import default_cache_dir
-from ..storage import atomic_write_text, storage_errors
+from ..storage import atomic_write, atomic_write_text, storage_errors
 from ..tuning.logformat import read_log
 
 VERSION = 1
@@ -59,7 +59,9 @@ def write_state(folder: Path, settings, nec: int | None, selection: tuple[str, s
     data = {"version": VERSION, "settings": asdict(settings), "nec": nec, "added_concepts": list(added_concepts),
             "selection": list(selection) if selection else None,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    atomic_write_text(folder / "session.json", json.dumps(data, indent=1))
+    # Not fsynced (a killed server keeps it; only a machine that loses power may lose the last selection):
+    # it is written on every select. The logs, the work itself, are.
+    atomic_write(folder / "session.json", lambda f: f.write(json.dumps(data, indent=1).encode()), durable=False)
 
 
 def write_log(folder: Path, fingerprint: str, nec: int, text: str) -> None:

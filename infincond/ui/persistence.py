@@ -81,14 +81,20 @@ class Persistence:
 
     def autosave(self) -> None:
         """Write what changed since the last autosave: where the workspace stands (settings, student,
-        selection, concepts added) and every tuning log that grew. A workspace built from bare features (no
-        settings to reload them by) is not autosaved."""
+        selection, concepts added), when it moved, and every tuning log that grew. A workspace built from bare
+        features (no settings to reload them by) is not autosaved."""
         if self.settings is None or self.features is None:
             return
         selection = None
         if self.session is not None and self.concept is not None and self.class_id is not None:
             selection = (self.session.concepts[self.concept], self.session.class_names[self.class_id])
-        autosave.write_state(self.folder, self.settings, self.nec, selection, self.added_concepts)
+        if self._saved.get("id") != self.id:  # a new session id (discard): its folder has nothing yet
+            self._saved.clear()
+            self._saved["id"] = self.id
+        state = (self.settings, self.nec, selection, tuple(self.added_concepts))
+        if self._saved.get("state") != state:  # an undo, a preview, ... leave it as it was: not written again
+            autosave.write_state(self.folder, self.settings, self.nec, selection, self.added_concepts)
+            self._saved["state"] = state
         for key, session in self.sessions.items():
             written, memo = self._saved.get(key, (None, {}))
             if len(session.log) > 1 and written != len(session.log):
