@@ -52,12 +52,13 @@ def free_port() -> int:
 class Server:
     """``python app.py`` in its own process; its CPU seconds and resident set read from /proc."""
 
-    def __init__(self, samples: int, world: str) -> None:
+    def __init__(self, samples: int, world: str, root: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port),
+        env = {**os.environ, "PYTHONPATH": str(root)}  # another checkout's app runs its own package
+        self.process = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(self.port),
                                          "--samples", str(samples), "--world", world],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=root, env=env)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -237,13 +238,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12, help="Rounds of the five events per user.")
     parser.add_argument("--repeats", type=int, default=20, help="Repeats per event for the CPU and delay parts.")
     parser.add_argument("--world", default=None, help="A built Shapes world (default: the cached default world).")
+    parser.add_argument("--app-root", default=str(ROOT), help="Serve the app of this checkout (an older one, for "
+                                                               "the before / after).")
     args = parser.parse_args()
     from infincond.demo import load_world
 
     world = str(load_world(args.world).root)
     preset_args = preset_of(args.samples, world)
-    server = Server(args.samples, world)
-    print(f"app at {server.url} (pid {server.process.pid}), {args.samples} images, {os.cpu_count()} cores, "
+    root = Path(args.app_root)
+    server = Server(args.samples, world, root)
+    print(f"app of {root} at {server.url} (pid {server.process.pid}), {args.samples} images, {os.cpu_count()} cores, "
           f"started {time.strftime('%H:%M:%S')}")
     try:
         cpu = cpu_per_event(server, preset_args, args.repeats)
@@ -262,7 +266,7 @@ def main() -> None:
         server.close()
     results = []
     for n in args.users.split(","):  # each on a new server: its memory with one session, then with all
-        server = Server(args.samples, world)
+        server = Server(args.samples, world, root)
         try:
             SESSIONS[0] = 0
             start_session(server.url, preset_args)
