@@ -78,9 +78,19 @@ def configuration(ws: Workspace) -> dict:
     table = pd.DataFrame([{"class": r["class"], "images (label)": r["labelled"], "teacher predicts": r["predicted"],
                            "teacher accuracy": percent(r["accuracy"])} for r in classes], columns=CLASS_COLUMNS)
     examples = class_examples(f)
-    images = ws.images_of([p for p, _ in examples]) or []
+    images = _image_files(ws, [p for p, _ in examples]) if ws.source is not None else []
     samples = [(image, f.class_names[c]) for image, (_, c) in zip(images, examples, strict=False)]
     return {"config_md": text, "class_table": table, "samples_gallery": samples}
+
+
+def _image_files(ws: Workspace, positions) -> list:
+    """The dataset images at FeatureSet positions as PNG files written once and shared by every session.
+    Gradio writes a PIL image it is given into its cache on every event, in place: a session returning the
+    same image while another's client downloads it cut that download short (seen with eight sessions)."""
+    positions = [int(p) for p in positions]
+    fingerprint = ws.features.fingerprint
+    return drawn_once(f"{fingerprint}-images" if fingerprint else "", [str(p) for p in positions],
+                      lambda missing: ws.images_of([positions[i] for i in missing]), lambda _, image: image)
 
 
 # -- 2. student performance ---------------------------------------------------------------------------
@@ -146,7 +156,7 @@ def subset_gallery(ws: Workspace) -> dict:
         return {"subset_images": []}
     positions = positions[:24]
     return {"subset_images": [(image, f"#{int(ws.features.image_ids[p])}")
-                              for image, p in zip(ws.images_of(positions), positions, strict=True)]}
+                              for image, p in zip(_image_files(ws, positions), positions, strict=True)]}
 
 
 # -- shortcuts: the audit -----------------------------------------------------------------------------
@@ -252,9 +262,15 @@ def image_detail(ws: Workspace) -> dict:
                 "detail_table": pd.DataFrame(columns=CONTRIBUTION_COLUMNS)}
     f = ws.features
     report = image_report(f, ws.session.student, ws.image)
-    picture = ws.image_of(report.position)
-    if picture is not None and report.contributions:
-        picture = boxed(picture, report.contributions[0].region, scale=4)
+    picture = None
+    if ws.source is not None and report.contributions:  # a file drawn once (see _image_files)
+        region = report.contributions[0].region
+        name = f"{report.position}-" + "-".join(f"{v:.4f}" for v in region)
+        picture = drawn_once(f"{f.fingerprint}-detail" if f.fingerprint else "", [name],
+                             lambda _: [ws.image_of(report.position)],
+                             lambda _, image: boxed(image, region, scale=4))[0]
+    elif ws.source is not None:
+        picture = _image_files(ws, [report.position])[0]
     text = (f"Image #{int(f.image_ids[report.position])}: teacher says **{f.class_names[report.teacher_class]}**, "
             f"student says **{f.class_names[report.student_class]}**"
             + (f", label **{f.class_names[report.label]}**" if report.label >= 0 else ""))
