@@ -166,3 +166,48 @@ def test_the_page_opens_while_the_world_builds(world):
     finally:
         release.set()
         demo.close()
+
+
+def test_a_long_job_that_waits_for_its_lane_shows_its_place_in_the_queue(preset, tmp_path, monkeypatch):
+    """Saturated: one user's distil holds the heavy lane; another user's Distil shows Gradio's queue position
+    on the page (never a silent wait or an error), then runs."""
+    import re
+
+    from infincond.ui import events
+    from infincond.ui.workspace import Workspace
+
+    monkeypatch.setattr(events, "heavy_limit", lambda cores=None: 1)
+    demo = build_app({"Shapes world (offline)": preset}, cache_dir=tmp_path / "cache")
+    port = _free_port()
+    demo.queue(default_concurrency_limit=8).launch(server_port=port, prevent_thread_lock=True, quiet=True,
+                                                    **launch_kwargs())
+    hold, started, release = threading.Event(), threading.Event(), threading.Event()
+    distill = Workspace.distill
+
+    def held(self, *args, **kwargs):  # once armed, the first distil holds the lane until released
+        if hold.is_set() and not started.is_set():
+            started.set()
+            assert release.wait(120)
+        return distill(self, *args, **kwargs)
+
+    monkeypatch.setattr(Workspace, "distill", held)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            pages = [browser.new_page(viewport={"width": 1500, "height": 1000}) for _ in range(2)]
+            for page in pages:
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.get_by_role("button", name="Load", exact=True).click()
+                expect(page.locator("#view-configuration")).to_contain_text("teacher accuracy", timeout=120_000)
+            hold.set()
+            pages[0].get_by_role("button", name="Distil", exact=True).click()
+            assert started.wait(120)
+            pages[1].get_by_role("button", name="Distil", exact=True).click()
+            expect(pages[1].get_by_text(re.compile(r"queue: *1/\d"))).to_be_visible(timeout=60_000)
+            release.set()
+            for page in pages:
+                expect(page.locator("#view-performance")).to_contain_text("Fidelity", timeout=120_000)
+            browser.close()
+    finally:
+        release.set()
+        demo.close()
