@@ -248,24 +248,28 @@ def small_jpeg_dataset(folder: Path, n: int) -> Path:
     return folder
 
 
-class DeviceShare:
-    """CPU seconds the main thread spends in what a GPU would do: wraps functions to time them."""
+class ThreadClock:
+    """CPU seconds (``time.thread_time``) the calling threads spend in wrapped functions, by name: the
+    device's share (what a GPU would do), the main loop, the writer thread, the assembly."""
 
-    def __init__(self) -> None:
-        self.seconds = 0.0
+    def __init__(self, *names: str) -> None:
+        self.seconds = dict.fromkeys(names, 0.0)
 
-    def wrap(self, fn):
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+
+    def wrap(self, name: str, fn):
         def timed_call(*args, **kwargs):
             start = time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds += time.thread_time() - start
+                self.seconds[name] += time.thread_time() - start
 
         return timed_call
 
 
-def instant_models(root: Path, share: DeviceShare) -> tuple[Teacher, ConceptEncoder]:
+def instant_models(root: Path, clock: ThreadClock) -> tuple[Teacher, ConceptEncoder]:
     """A teacher with 1,000 classes and a dense encoder with 50 regions x 512 (ViT-B/32's shapes) whose
     forwards return preallocated tensors of the real shapes: what is left to time is the engine."""
     from types import SimpleNamespace
@@ -292,9 +296,9 @@ def instant_models(root: Path, share: DeviceShare) -> tuple[Teacher, ConceptEnco
     regions = torch.randn(1024, INSTANT_REGIONS, INSTANT_DIM, generator=generator)
     regions = torch.nn.functional.normalize(regions, dim=-1)
     boxes = encoder.region_boxes
-    teacher.logits_from_pixels = share.wrap(lambda pixels: logits[: len(pixels)])
-    encoder.regions_from_pixels = share.wrap(
-        lambda pixels: SimpleNamespace(embeddings=regions[: len(pixels) // encoder.views_per_image], boxes=boxes))
+    teacher.logits_from_pixels = clock.wrap("device", lambda pixels: logits[: len(pixels)])
+    encoder.regions_from_pixels = clock.wrap("device", lambda pixels: SimpleNamespace(
+        embeddings=regions[: len(pixels) // encoder.views_per_image], boxes=boxes))
     return teacher, encoder
 
 
@@ -307,29 +311,16 @@ def instant_engine(args: argparse.Namespace, work: Path, root: Path) -> list[dic
     dataset = small_jpeg_dataset(root / f"small-jpegs-{args.instant_images}", args.instant_images)
     source = ImageSource.load(DataConfig(str(dataset), samples=args.instant_images))
     corpus = ConceptCorpus.from_list(CONCEPTS + NEW_CONCEPTS)
-    share = DeviceShare()
-    teacher, encoder = instant_models(root, share)
-    clock = {"loop": 0.0, "writer": 0.0, "assemble": 0.0}
-
-    def thread_timed(name, fn):
-        def call(*a, **k):
-            start = time.thread_time()
-            try:
-                return fn(*a, **k)
-            finally:
-                clock[name] += time.thread_time() - start
-
-        return call
-
-    patches = [(engine, "_compute", lambda f: thread_timed("loop", f)),
-               (engine, "_assemble", lambda f: thread_timed("assemble", f)),
-               *[(ShardStore, name, lambda f: thread_timed("writer", f))  # this engine's writes, or an older one's
+    clock = ThreadClock("loop", "writer", "assemble", "device")
+    teacher, encoder = instant_models(root, clock)
+    patches = [(engine, "_compute", "loop"), (engine, "_assemble", "assemble"),
+               *[(ShardStore, name, "writer")  # this engine's writes, or an older one's
                  for name in ("write", "write_rows", "seal") if hasattr(ShardStore, name)],
-               (engine, "concept_presence", share.wrap), (engine, "stored_regions", share.wrap),
-               (ImagePlan, "normalise", share.wrap)]
+               (engine, "concept_presence", "device"), (engine, "stored_regions", "device"),
+               (ImagePlan, "normalise", "device")]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
-    for owner, name, wrap in patches:
-        setattr(owner, name, wrap(getattr(owner, name)))
+    for owner, name, what in patches:
+        setattr(owner, name, clock.wrap(what, getattr(owner, name)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the device's share in one thread, as the loop's own work is
     rows = []
@@ -337,15 +328,13 @@ def instant_engine(args: argparse.Namespace, work: Path, root: Path) -> list[dic
         for keep in (True, False):
             runs = []
             for repeat in range(args.repeats):
-                for name in clock:
-                    clock[name] = 0.0
-                share.seconds = 0.0
+                clock.reset()
                 config = config_of(args, device="cpu", precision="fp32", keep_regions=keep,
                                    shard_size=ExtractConfig().shard_size)  # the default shards
                 cache = work / f"cache-instant-{keep}-{repeat}"
                 wall = timed(lambda c=config, d=cache: extract_features(source, teacher, encoder, corpus, c,
                                                                        cache_dir=d, progress=False))
-                runs.append({"wall": wall, **clock, "device": share.seconds})
+                runs.append({"wall": wall, **clock.seconds})
             n = len(source)
             median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             rows.append({"keep_regions": keep, "images": n, "rate": n / median["wall"],

@@ -36,6 +36,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench_app import cells, load  # the same session set-up as the single-user benchmark
 from gradio_client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,31 +93,16 @@ class Server:
         self.process.wait(30)
 
 
-def start_session(url: str, preset_args: list) -> tuple[Client, list[tuple[str, str]]]:
+def start_session(url: str, preset) -> tuple[Client, list[tuple[str, str]]]:
     """A new user: load, distil, one edit applied (so that undo and redo have something to do); the
     (concept, class) pairs of its heatmap."""
     client = Client(url, verbose=False, download_files=False)
-    client.predict(*preset_args, api_name="/load")
-    out = client.predict(5, api_name="/distill")
-    names = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/distill"]["returns"]
-    heat = next(value for spec, value in zip(names, out, strict=True) if spec["label"].startswith("Influence"))
-    table = [dict(zip(heat["headers"], row, strict=True)) for row in heat["data"]]
-    classes = [name for name in table[0] if name != "concept"]
-    pairs = [(row["concept"], classes[i % len(classes)]) for i, row in enumerate(table[:8])]
+    load(client, preset)
+    pairs = cells(client, client.predict(5, api_name="/distill"))
     client.predict(*pairs[0], api_name="/select")
     client.predict("Down-tune", 2.0, api_name="/apply")
     SESSIONS[0] += 1
     return client, pairs
-
-
-def preset_of(samples: int, world: str) -> list:
-    from infincond.demo import load_world
-    from infincond.ui import shapes_preset
-
-    preset = shapes_preset(load_world(world, build=False), samples)
-    return [preset.teacher, preset.dataset, preset.config_name or "", preset.split or "", preset.image_column,
-            preset.label_column, preset.encoder, preset.corpus, preset.concepts_text, preset.samples,
-            preset.group_column, None]
 
 
 def user_loop(client: Client, pairs: list, rounds: int, seed: int, times: dict, failures: list,
@@ -148,10 +134,10 @@ def user_loop(client: Client, pairs: list, rounds: int, seed: int, times: dict, 
                 mixed.append(f"session id {out!r} instead of {own_id!r}")
 
 
-def long_job(url: str, preset_args: list, stop: threading.Event, counts: dict, kind: str = "distil") -> None:
+def long_job(url: str, preset, stop: threading.Event, counts: dict, kind: str = "distil") -> None:
     """One more user re-distilling (or re-loading) until ``stop``."""
     client = Client(url, verbose=False, download_files=False)
-    client.predict(*preset_args, api_name="/load")
+    load(client, preset)
     SESSIONS[0] += 1
     nec = 3
     while not stop.is_set():
@@ -159,7 +145,7 @@ def long_job(url: str, preset_args: list, stop: threading.Event, counts: dict, k
             nec = 3 if nec == 5 else 5  # another student each time: the sweep is cached, the student is new
             client.predict(nec, api_name="/distill")
         else:
-            client.predict(*preset_args, api_name="/load")
+            load(client, preset)
         counts[kind] = counts.get(kind, 0) + 1
 
 
@@ -168,14 +154,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_users(server: Server, preset_args: list, users: int, rounds: int) -> dict:
+def run_users(server: Server, preset, users: int, rounds: int) -> dict:
     with ThreadPoolExecutor(users) as pool:
-        sessions = list(pool.map(lambda _: start_session(server.url, preset_args), range(users)))
+        sessions = list(pool.map(lambda _: start_session(server.url, preset), range(users)))
     memory = server.rss_mb()
     times = {name: [] for name in EVENTS}
     failures, mixed, counts = [], [], {}
     stop = threading.Event()
-    job = threading.Thread(target=long_job, args=(server.url, preset_args, stop, counts), daemon=True)
+    job = threading.Thread(target=long_job, args=(server.url, preset, stop, counts), daemon=True)
     job.start()
     time.sleep(1.0)  # the long job under way
     start = time.perf_counter()
@@ -189,9 +175,9 @@ def run_users(server: Server, preset_args: list, users: int, rounds: int) -> dic
             "sessions": SESSIONS[0]}
 
 
-def cpu_per_event(server: Server, preset_args: list, repeats: int) -> dict[str, float]:
+def cpu_per_event(server: Server, preset, repeats: int) -> dict[str, float]:
     """Server CPU ms per event, one user, nothing else running."""
-    client, pairs = start_session(server.url, preset_args)
+    client, pairs = start_session(server.url, preset)
     calls = {"select": lambda i: client.predict(*pairs[i % len(pairs)], api_name="/select"),
              "preview": lambda i: client.predict("Down-tune", 2.0, api_name="/preview"),
              "undo": lambda i: client.predict(api_name="/undo"),
@@ -207,9 +193,9 @@ def cpu_per_event(server: Server, preset_args: list, repeats: int) -> dict[str, 
     return {name: 1000 * statistics.median(values) for name, values in spent.items()}
 
 
-def long_job_delay(server: Server, preset_args: list, repeats: int) -> dict:
+def long_job_delay(server: Server, preset, repeats: int) -> dict:
     """One user's select alone, then while another user distils (or loads) in a loop."""
-    client, pairs = start_session(server.url, preset_args)
+    client, pairs = start_session(server.url, preset)
 
     def selects() -> list[float]:
         out = []
@@ -222,7 +208,7 @@ def long_job_delay(server: Server, preset_args: list, repeats: int) -> dict:
     result = {"alone": selects()}
     for kind in ("distil", "load"):
         stop, counts = threading.Event(), {}
-        job = threading.Thread(target=long_job, args=(server.url, preset_args, stop, counts, kind), daemon=True)
+        job = threading.Thread(target=long_job, args=(server.url, preset, stop, counts, kind), daemon=True)
         job.start()
         time.sleep(3.0 if kind == "distil" else 1.0)
         result[kind] = selects()
@@ -242,20 +228,21 @@ def main() -> None:
                                                                "the before / after).")
     args = parser.parse_args()
     from infincond.demo import load_world
+    from infincond.ui import shapes_preset
 
     world = str(load_world(args.world).root)
-    preset_args = preset_of(args.samples, world)
+    preset = shapes_preset(load_world(world, build=False), args.samples)
     root = Path(args.app_root)
     server = Server(args.samples, world, root)
     print(f"app of {root} at {server.url} (pid {server.process.pid}), {args.samples} images, {os.cpu_count()} cores, "
           f"started {time.strftime('%H:%M:%S')}")
     try:
-        cpu = cpu_per_event(server, preset_args, args.repeats)
+        cpu = cpu_per_event(server, preset, args.repeats)
         print("\nServer CPU per event (one user, nothing else running; every thread of the server; median):")
         for name, ms in cpu.items():
             over = "" if name == "no-op" else f"   ({ms - cpu['no-op']:+.1f} ms over the no-op)"
             print(f"   {name:8} {ms:7.1f} ms{over}")
-        delay = long_job_delay(server, preset_args, args.repeats)
+        delay = long_job_delay(server, preset, args.repeats)
         alone = statistics.median(delay["alone"])
         print(f"\nOne user's select (median of {args.repeats}): alone {1000 * alone:.0f} ms; while another user "
               f"distils in a loop {1000 * statistics.median(delay['distil']):.0f} ms (p95 "
@@ -269,9 +256,9 @@ def main() -> None:
         server = Server(args.samples, world, root)
         try:
             SESSIONS[0] = 0
-            start_session(server.url, preset_args)
+            start_session(server.url, preset)
             single_memory = server.rss_mb()
-            results.append({**run_users(server, preset_args, int(n), args.rounds), "single": single_memory})
+            results.append({**run_users(server, preset, int(n), args.rounds), "single": single_memory})
         finally:
             server.close()
     print(f"\nUsers + 1 re-distilling in a loop ({args.rounds} rounds of {', '.join(EVENTS)} per user); "

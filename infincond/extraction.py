@@ -163,7 +163,7 @@ def _compute(store: ShardStore, todo: list[int], source: ImageSource, teacher: T
             raise
 
 
-def _assemble(store: ShardStore, meta: FeatureSet, final: Path, run: dict, keep_regions: bool) -> None:
+def _assemble(store: ShardStore, meta: FeatureSet, final: Path, run: dict) -> None:
     """Assemble the shards into the FeatureSet folder ``final`` (written beside it, then renamed)."""
     building = final.with_name(f"{final.name}.assembling")
     shutil.rmtree(building, ignore_errors=True)
@@ -264,7 +264,7 @@ def run_extraction(source: ImageSource, teacher: Teacher, encoder: ConceptEncode
     store.close()
     procs.wait()
     if procs.is_main:
-        _assemble(store, meta, final, run, keep_regions)
+        _assemble(store, meta, final, run)
     procs.wait()
     features = FeatureSet.load(final, mmap=root is not None)
     if root is None:

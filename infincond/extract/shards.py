@@ -29,6 +29,11 @@ def shard_ranges(n_images: int, shard_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + shard_size, n_images)) for start in range(0, n_images, shard_size)]
 
 
+def _row_bytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    """Bytes of one row of a column of ``dtype`` whose rows have ``shape``."""
+    return np.dtype(dtype).itemsize * int(np.prod(shape))
+
+
 def _runs(positions: np.ndarray) -> list[tuple[int, int]]:
     """[begin, end) index ranges of ``positions`` (sorted) that are consecutive numbers."""
     if len(positions) == 0:
@@ -95,7 +100,7 @@ class ShardStore:
     def bytes_needed(self, shards: list[int]) -> int:
         """Disk space the rows of ``shards`` take."""
         ranges = self.ranges()
-        row = sum(np.dtype(dtype).itemsize * int(np.prod(shape)) for dtype, shape in self.columns.values())
+        row = sum(_row_bytes(dtype, shape) for dtype, shape in self.columns.values())
         return row * sum(ranges[i][1] - ranges[i][0] for i in shards)
 
     def check_space(self, shards: list[int]) -> None:
@@ -116,8 +121,7 @@ class ShardStore:
                 np.lib.format.read_magic(handle)
                 np.lib.format.read_array_header_1_0(handle)
                 offset = handle.tell()
-            dtype, shape = self.columns[name]
-            self._files[name] = (os.open(path, os.O_RDWR), offset, np.dtype(dtype).itemsize * int(np.prod(shape)))
+            self._files[name] = (os.open(path, os.O_RDWR), offset, _row_bytes(*self.columns[name]))
         return self._files[name]
 
     def write_rows(self, positions: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
