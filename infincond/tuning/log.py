@@ -116,9 +116,9 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def log_text(data: dict) -> str:
-    """The log as JSON text (strict: no NaN or infinity can be written)."""
-    return json.dumps(data, indent=1, allow_nan=False, default=_json_default)
+def log_text(data, indent: int | None = 1) -> str:
+    """The log (or a part of it) as JSON text (strict: no NaN or infinity can be written)."""
+    return json.dumps(data, indent=indent, allow_nan=False, default=_json_default)
 
 
 def _header(session) -> dict:
@@ -155,7 +155,7 @@ def export_text(session, memo: dict) -> str:
     each entry are serialised once and kept in ``memo`` (the caller's, one per session) while unchanged
     (an entry's metrics are replaced when the session's groups change)."""
     def dumps(value) -> str:
-        return json.dumps(value, allow_nan=False, default=_json_default)
+        return log_text(value, indent=None)
 
     if memo.get("session") is not session:  # another session (widened, imported): nothing kept applies
         memo.clear()
