@@ -74,6 +74,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
     return path
 
 
+def append_durably(path: str | os.PathLike, data: bytes) -> None:
+    """Append ``data`` to the existing file ``path`` and flush it to disk (a crash mid-way leaves a prefix
+    of ``data`` at the end: readers of such files drop an incomplete last record)."""
+    with storage_errors("write a file", path), open(path, "ab") as handle:
+        handle.write(data)
+        handle.flush()
+        getattr(os, "fdatasync", os.fsync)(handle.fileno())
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

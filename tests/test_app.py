@@ -23,6 +23,8 @@ from infincond import (
     distill,
     extract_features,
 )
+from infincond.analysis import class_presence
+from infincond.analysis import influence as concept_influence
 from infincond.tuning import TuningSession
 from infincond.ui import LoadSettings, build_app, launch_kwargs, outputs_of
 from infincond.ui.events import EVENTS
@@ -90,6 +92,18 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     concept, cls = features.concepts[k], features.class_names[c]
     out = call(client, "select", concept, cls)
     assert f"**{concept}** for class **{cls}**" in out["selection_md"]
+    # The heatmap: the selected cell alone outlined, every value shown to 3 decimals on its sign's colour.
+    heat, influence = out["heat"], concept_influence(student.weight, class_presence(features, student))
+    styles, shown = heat["metadata"]["styling"], heat["metadata"]["display_value"]
+    outlined = [(row[0], heat["headers"][j]) for row, style in zip(heat["data"], styles, strict=True)
+                for j, cell in enumerate(style) if "outline" in cell]
+    assert outlined == [(concept, cls)]
+    for row, style, text in zip(heat["data"], styles, shown, strict=True):
+        k_row = features.concepts.index(row[0])
+        for j, name in enumerate(heat["headers"][1:], start=1):
+            value = influence[features.class_names.index(name), k_row]
+            assert row[j] == pytest.approx(round(value, 3), abs=1e-9) and text[j] == f"{row[j]:.3f}"
+            assert ("37, 99, 235" in style[j]) == (row[j] > 0) and ("220, 38, 38" in style[j]) == (row[j] < 0)
     preview = client.predict("Down-tune", 2.0, api_name="/preview")
     assert f"What if: down-tune '{concept}' for {cls} x2" in preview and "refitting..." in preview
     refitted = client.predict("Down-tune", 2.0, api_name="/preview_refit")  # what the page chains after it

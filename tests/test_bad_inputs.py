@@ -584,7 +584,7 @@ def test_the_page_says_which_images_were_left_out_and_which_concepts_merged(feat
     from infincond.ui.views import CLASS_COLUMNS, configuration
 
     empty = configuration(Workspace())
-    assert list(empty["class_table"].columns) == CLASS_COLUMNS  # headers before Load, not "1 2 3"
+    assert empty["class_table"]["headers"] == CLASS_COLUMNS  # headers before Load, not "1 2 3"
     failed = [{"image_id": 17, "position": 3, "error": "cannot identify image file"},
               {"image_id": 40, "position": 9, "error": "truncated"}]
     ws = Workspace()

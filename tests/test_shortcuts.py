@@ -18,6 +18,7 @@ from infincond.proxies import Tracking
 from infincond.testing import shortcut_features
 from infincond.tuning import Edit, Kind, TuningSession
 from infincond.tuning.log import LOG_VERSION
+from infincond.tuning.logformat import read_log
 
 TRAIN = shortcut_features(seed=0)
 TEST = shortcut_features(seed=1, biased=False)
@@ -209,26 +210,57 @@ def test_choosing_groups_later_measures_every_step_again():
     assert session.log[0].metrics_after == direct.metrics
 
 
-def test_the_log_text_written_after_every_action_is_the_export():
-    from infincond.tuning.log import export_text
+def test_the_journal_written_after_every_action_appends_and_reads_back_as_the_export(tmp_path, monkeypatch):
+    import infincond.tuning.log as log_module
+    from infincond.tuning.log import write_journal
 
-    session, memo = TuningSession(TRAIN, STUDENT), {}
+    session, memo, path = TuningSession(TRAIN, STUDENT), {}, tmp_path / "log.jsonl"
 
-    def same() -> None:  # the autosave's text, parsed, is the export, whatever was kept from the last write
-        assert json.loads(export_text(session, memo)) == json.loads(json.dumps(session.export_log()))
+    def same() -> None:  # read back: the export, its final weights not recorded; and it replays
+        write_journal(session, path, memo)
+        expected = {**json.loads(json.dumps(session.export_log())), "final": None}
+        assert json.loads(json.dumps(read_log(path))) == expected
+        assert np.array_equal(TuningSession.replay(TRAIN, path).weight, session.weight)
 
     session.remove("water", "circle")
     same()
+    first, size = path.stat().st_ino, path.stat().st_size
     session.undo()
     same()
     session.down("water", "circle", 2)
     same()
-    # An entry whose metrics were replaced (the groups changed) is serialised again.
+    assert path.stat().st_ino == first and path.stat().st_size > size  # appended, not written again
+    assert len(path.read_bytes().splitlines()) == 1 + len(session.log)  # the header, then an entry per line
+    # An entry whose metrics were replaced (the groups changed): the file is written afresh.
     session.set_groups(cross(TRAIN.labels_as_classes, TRAIN.class_names, background(TRAIN), "background"))
     same()
-    assert json.loads(export_text(session, memo))["entries"][1]["metrics_after"]["groups"]["attribute"] == "background"
-    other = TuningSession(TRAIN, STUDENT)  # another session (as after a widen): nothing kept applies
-    session = other
+    assert path.stat().st_ino != first
+    assert read_log(path)["entries"][1]["metrics_after"]["groups"]["attribute"] == "background"
+    session = TuningSession(TRAIN, STUDENT)  # another session (as after a widen): nothing kept applies
+    session.up("water", "circle", 2)
+    same()
+    # A crash mid-append leaves a line cut short: it is dropped, the actions before it replay.
+    before = session.weight.copy()
+    session.undo()
+    write_journal(session, path, memo)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-40])
+    assert len(read_log(path)["entries"]) == len(session.log) - 1
+    assert np.array_equal(TuningSession.replay(TRAIN, path).weight, before)
+    # An append that fails half-way (a full disk) leaves the file to be written afresh by the next one.
+    path.write_bytes(whole)
+
+    def full(target, data: bytes):
+        with open(target, "ab") as handle:
+            handle.write(data[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(log_module, "append_durably", full)
+    session.redo()
+    with pytest.raises(OSError):
+        write_journal(session, path, memo)
+    monkeypatch.undo()
+    session.down("water", "circle", 2)
     same()
 
 

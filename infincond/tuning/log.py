@@ -15,9 +15,9 @@ import numpy as np
 from ..distill import DistillConfig
 from ..errors import ConfigError, ConstraintError
 from ..metrics import finite_or_none, worst_group_accuracy
-from ..storage import atomic_write_text
+from ..storage import append_durably, atomic_write, atomic_write_text
 from .edits import Action, Edit
-from .logformat import LOG_FORMAT, LOG_VERSION, read_log
+from .logformat import LOG_FORMAT, LOG_VERSION, journal_lines, read_log
 
 
 def metric_delta(before: dict | None, after: dict) -> dict:
@@ -150,25 +150,27 @@ def export(session, path: str | os.PathLike | None = None) -> dict:
     return data
 
 
-def export_text(session, memo: dict) -> str:
-    """The JSON text of :func:`export` (compact), for a log written after every action: the header and
-    each entry are serialised once and kept in ``memo`` (the caller's, one per session) while unchanged
-    (an entry's metrics are replaced when the session's groups change)."""
-    def dumps(value) -> str:
-        return log_text(value, indent=None)
-
-    if memo.get("session") is not session:  # another session (widened, imported): nothing kept applies
-        memo.clear()
-        memo["session"] = session
-        memo["header"] = dumps(_header(session))[:-1]  # without its closing brace
-    entries = []
-    for entry in session.log:
-        kept = memo.get(entry.step)
-        if kept is None or kept[0] is not entry or kept[1] is not entry.metrics_before \
-                or kept[2] is not entry.metrics_after:
-            kept = memo[entry.step] = (entry, entry.metrics_before, entry.metrics_after, dumps(entry.to_dict()))
-        entries.append(kept[3])
-    return f'{memo["header"]}, "entries": [{", ".join(entries)}], "final": {dumps(_final(session))}}}'
+def write_journal(session, path: str | os.PathLike, memo: dict) -> None:
+    """Keep ``path`` (a ``.jsonl`` file) the session's log as a journal (read back by
+    :func:`~.logformat.read_log`), written after every action: the entries added since the last call are
+    appended and flushed to disk (O(one entry) per action, however long the log); the whole file is written
+    again, atomically, when an entry written before changed (its metrics are replaced when the session's
+    groups change), for another session (widened, imported), or after a failed append. ``memo``: the
+    caller's, one per file."""
+    written = memo.get("written") if memo.get("session") is session else None
+    log = session.log
+    fresh = written is None or len(written) > len(log) or any(
+        kept[0] is not entry or kept[1] is not entry.metrics_before or kept[2] is not entry.metrics_after
+        for kept, entry in zip(written, log, strict=False))
+    new = log if fresh else log[len(written):]
+    lines = journal_lines(([log_text(_header(session), indent=None)] if fresh else [])
+                          + [log_text(entry.to_dict(), indent=None) for entry in new])
+    memo.clear()  # until this write is complete, the next one starts afresh
+    if fresh:
+        atomic_write(path, lambda handle: handle.write(lines))
+    elif new:
+        append_durably(path, lines)
+    memo.update(session=session, written=[(entry, entry.metrics_before, entry.metrics_after) for entry in log])
 
 
 def rerun(session, entries: list, version: int = LOG_VERSION) -> None:
@@ -199,8 +201,9 @@ def replay(session_class, features, log: dict | str | os.PathLike, *, eval_featu
            strict: bool = True, groups=None):
     """Rebuild a session by replaying an exported log on the same FeatureSet: every action runs again,
     refits included. The final weights are compared with the recorded ones: the largest gap is kept in
-    ``session.replay_gap``, and a gap over ``atol`` raises unless ``strict=False`` (refits on another
-    machine may differ in the last float32 digits). ``groups``: measure per-group accuracy on them."""
+    ``session.replay_gap`` (None for a journal, which records none), and a gap over ``atol`` raises unless
+    ``strict=False`` (refits on another machine may differ in the last float32 digits). ``groups``: measure
+    per-group accuracy on them."""
     from ..linear import LinearStudent
 
     data = read_log(log)
@@ -216,6 +219,8 @@ def replay(session_class, features, log: dict | str | os.PathLike, *, eval_featu
     session = session_class(features, student, eval_features=eval_features,
                             label_weight=entries[0]["params"]["label_weight"], groups=groups)
     session.rerun(entries[1:], data["version"])
+    if data["final"] is None:  # a journal: no final weights recorded to compare with
+        return session
     final = np.asarray(data["final"]["weight"])
     gap = float(np.max(np.abs(session.weight - final))) if final.shape == session.weight.shape else float("inf")
     session.replay_gap = gap

@@ -21,6 +21,8 @@ LOG_VERSION = 3
 READABLE_LOG_VERSIONS = (1, 2, 3)
 #: Tuning logs larger than this are refused before they are parsed.
 MAX_LOG_BYTES = 256 * 2**20
+#: A log written as a journal (the autosave's): a header line, then one entry per line, appended as they come.
+JOURNAL_SUFFIX = ".jsonl"
 #: What a log entry can record.
 LOG_ACTIONS = ("start", "edit", "label_weight", "undo", "redo", "jump")
 ACTIONS = tuple(a.value for a in Action)
@@ -32,7 +34,9 @@ def _reject_constant(name: str) -> float:
 
 
 def read_log(log: dict | str | os.PathLike) -> dict:
-    """The log as a dict, parsed (NaN / Infinity refused) and validated by :func:`validate_log`."""
+    """The log as a dict, parsed (NaN / Infinity refused) and validated by :func:`validate_log`. A path
+    ending in ``.jsonl`` is a journal (:func:`journal_lines`): read as the export it records, its final
+    weights None."""
     if isinstance(log, dict):
         data = log
     else:
@@ -42,7 +46,8 @@ def read_log(log: dict | str | os.PathLike) -> dict:
             if size > MAX_LOG_BYTES:
                 raise ConfigError(f"The tuning log {where!r} is {size / 2**20:.0f} MiB; a log is at most "
                                   f"{MAX_LOG_BYTES // 2**20} MiB. Is it the right file?")
-            data = json.loads(Path(where).read_text(encoding="utf-8"), parse_constant=_reject_constant)
+            text = Path(where).read_text(encoding="utf-8")
+            data = _from_journal(text) if where.endswith(JOURNAL_SUFFIX) else _parse(text)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ConfigError(f"Cannot read the tuning log {where!r}: {err}") from err
         except RecursionError as err:
@@ -50,6 +55,28 @@ def read_log(log: dict | str | os.PathLike) -> dict:
                               "it is nested too deeply to be a tuning log.") from err
     validate_log(data)
     return data
+
+
+def _parse(text: str):
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def journal_lines(parts: list) -> bytes:
+    """Lines of a journal: the log's header first, then one entry per line; each line ends with a newline,
+    so a line cut short by a crash mid-append is the last one and has none."""
+    return b"".join(part.encode("utf-8") + b"\n" for part in parts)
+
+
+def _from_journal(text: str) -> dict:
+    """A journal's header and entries as an export whose ``final`` is None (a journal does not record the
+    final weights); a last line cut short is dropped (the action being written when the process died)."""
+    lines = text.split("\n")[:-1]  # what follows the last newline: "" or a line cut short
+    if not lines:
+        raise ConfigError("The tuning log is empty (a journal whose first line was never completed).")
+    header = _parse(lines[0])
+    if not isinstance(header, dict):
+        raise ConfigError("This file is not an InFiConD tuning log (its first line is not a log's header).")
+    return {**header, "entries": [_parse(line) for line in lines[1:]], "final": None}
 
 
 def _where(path: str, value: object, expected: str) -> ConfigError:
@@ -161,4 +188,5 @@ def validate_log(data: object) -> None:
             raise _where(f"entries[{i}].action", action, "'start' first, then one of " + ", ".join(LOG_ACTIONS[1:]))
         _check_params(action, _get(entry, "params", f"entries[{i}]"), f"entries[{i}].params", i)
     final = _get(data, "final", "")
-    _finite_array(_get(final, "weight", "final"), "final.weight", (rows, cols))
+    if final is not None:  # None: not recorded (a journal's)
+        _finite_array(_get(final, "weight", "final"), "final.weight", (rows, cols))

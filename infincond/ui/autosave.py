@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..features import default_cache_dir
-from ..storage import atomic_write, atomic_write_text, storage_errors
-from ..tuning.logformat import read_log
+from ..storage import atomic_write, storage_errors
+from ..tuning.log import write_journal
+from ..tuning.logformat import JOURNAL_SUFFIX, read_log
 
 VERSION = 1
 _SESSION_ID = re.compile(r"[0-9a-f]{12,32}")
@@ -64,9 +65,13 @@ def write_state(folder: Path, settings, nec: int | None, selection: tuple[str, s
     atomic_write(folder / "session.json", lambda f: f.write(json.dumps(data, indent=1).encode()), durable=False)
 
 
-def write_log(folder: Path, fingerprint: str, nec: int, text: str) -> None:
-    """Save one tuned student's exported log (its text: :func:`~infincond.tuning.log.export_text`)."""
-    atomic_write_text(folder / "logs" / f"{fingerprint}-nec{nec}.json", text)
+def write_log(folder: Path, fingerprint: str, nec: int, session, memo: dict) -> None:
+    """Save one tuned student's log: a journal, appended after every action
+    (:func:`~infincond.tuning.log.write_journal`; ``memo``: the caller's, one per log). A log of the
+    previous version (a whole export, ``.json``) is replaced by it."""
+    path = folder / "logs" / f"{fingerprint}-nec{nec}{JOURNAL_SUFFIX}"
+    write_journal(session, path, memo)
+    path.with_suffix(".json").unlink(missing_ok=True)
 
 
 def read(folder: Path) -> Autosave | None:
@@ -79,7 +84,7 @@ def read(folder: Path) -> Autosave | None:
     if not isinstance(data, dict) or data.get("version") != VERSION:
         return None
     logs = {}
-    for file in sorted((folder / "logs").glob("*-nec*.json")):
+    for file in sorted((folder / "logs").glob("*-nec*.json*")):  # .json: a previous version's; .jsonl after
         fingerprint, _, nec = file.stem.rpartition("-nec")
         if nec.isdigit():
             logs[(fingerprint, int(nec))] = file

@@ -142,7 +142,9 @@ class Derived:
     def proxies(self) -> list[tuple[str, float]]:
         """The proxies of the selected concept (what removing it holds at 0), with their correlation."""
         self.require("selection")
-        return self.session.proxies(self.session.concepts[self.concept])
+        concept = self.session.concepts[self.concept]  # a property of the features: kept for every session
+        return self.shared.get("derived", ("proxies", self.features.fingerprint, self.features.num_concepts, concept),
+                               lambda: self.session.proxies(concept))
 
     def images_of(self, positions) -> list[Image.Image] | None:
         """The dataset images at FeatureSet positions, found by their dataset rows (rows whose image could

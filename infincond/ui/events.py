@@ -66,7 +66,7 @@ EVENTS = {
     "discard": Event(sets=("browser", "restore_md", "restore_row")),
 }
 #: Outputs the API does not return (layout and buttons): not among :func:`outputs_of`.
-NOT_RETURNED = {"restore_row", "browser", *GROUPS["controls"]}
+NOT_RETURNED = {"restore_row", "browser", *GROUPS["controls"], *GROUPS["edit_controls"], *GROUPS["steps"]}
 
 
 def heavy_limit(cores: int | None = None) -> int:

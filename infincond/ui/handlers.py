@@ -210,7 +210,9 @@ class Handlers:
         if not log_file:
             raise ConfigError("Drop a tuning log (JSON) in the file box first.")
         kept = ws.import_log(log_file)
-        note = f"Imported and replayed {len(ws.session.log)} steps (largest weight gap {ws.session.replay_gap:.2g})."
+        gap = ws.session.replay_gap
+        note = f"Imported and replayed {len(ws.session.log)} steps " + (
+            f"(largest weight gap {gap:.2g})." if gap is not None else "(a journal: no final weights to check).")
         if kept is not None:
             note += f" The log it replaced was kept in `{kept}`."
         return {"preview_md": note}

@@ -24,7 +24,8 @@ CSS = """
 #: The components that change together, refreshed as one by their view (:data:`.views.VIEWS`).
 GROUPS = {
     "config": ("config_md", "class_table", "samples_gallery"),
-    "perf": ("perf_md", "class_bars", "nec_curve", "pick_nec", "disagreements", "group_by", "groups_table"),
+    "sweep": ("nec_curve", "pick_nec"),
+    "perf": ("perf_md", "class_bars", "disagreements", "group_by", "groups_table"),
     "audit": ("audit_md", "audit_table"),
     "audit_images": ("audit_images_md", "audit_gallery"),
     "subset": ("subset_images",),
@@ -33,8 +34,10 @@ GROUPS = {
     "detail": ("detail_image", "detail_md", "detail_table"),
     "tuning": ("selection_md", "proxies", "edits"),
     "provenance": ("log_plot", "log_table"),
-    "controls": ("distill_btn", "preview_btn", "apply_btn", "alpha_btn", "undo_btn", "redo_btn", "jump_btn",
-                 "export_btn", "import_btn", "save_btn", "zip_btn", "push_btn", "concept_btn"),
+    "controls": ("distill_btn", "alpha_btn", "jump_btn", "export_btn", "import_btn", "save_btn", "zip_btn",
+                 "push_btn", "concept_btn"),
+    "edit_controls": ("preview_btn", "apply_btn"),
+    "steps": ("undo_btn", "redo_btn"),
 }
 
 
@@ -169,7 +172,7 @@ def _provenance_and_share(c: SimpleNamespace) -> None:
             c.jump_btn = gr.Button("Jump to step", interactive=False)
         with gr.Row():
             c.export_btn = gr.Button("Export log", interactive=False)
-            c.log_file = gr.File(label="Log (JSON): download, or drop one to import", file_types=[".json"],
+            c.log_file = gr.File(label="Log (JSON): download, or drop one to import", file_types=[".json", ".jsonl"],
                                  type="filepath")
             c.import_btn = gr.Button("Import log", interactive=False)
     with gr.Column(scale=2, elem_id="view-share", elem_classes="view"):

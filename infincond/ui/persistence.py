@@ -16,7 +16,6 @@ from ..errors import ConfigError
 from ..hub import check_repo_id
 from ..student import ConceptStudent
 from ..tuning import TuningSession
-from ..tuning.log import export_text
 from . import autosave
 from .settings import LoadSettings
 
@@ -98,7 +97,7 @@ class Persistence:
         for key, session in self.sessions.items():
             written, memo = self._saved.get(key, (None, {}))
             if len(session.log) > 1 and written != len(session.log):
-                autosave.write_log(self.folder, key[0], key[1], export_text(session, memo))
+                autosave.write_log(self.folder, key[0], key[1], session, memo)
                 self._saved[key] = (len(session.log), memo)
 
     def restore(self, saved: autosave.Autosave, progress: bool = True) -> int:

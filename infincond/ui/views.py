@@ -19,6 +19,7 @@ from ..metrics import percent
 from .messages import delta as _delta
 from .messages import text as _text
 from .pictures import boxed, drawn_once, heated
+from .tables import influence_table, table
 from .workspace import Workspace
 
 CONTRIBUTION_COLUMNS = ["concept", "presence", "weight", "contribution"]
@@ -57,7 +58,7 @@ def configuration(ws: Workspace) -> dict:
     """Summary, classes with counts and teacher accuracy, sample images, images that could not be read."""
     if ws.features is None:
         return {"config_md": "Nothing loaded yet: pick a preset or fill the fields, then **Load**.",
-                "class_table": pd.DataFrame(columns=CLASS_COLUMNS), "samples_gallery": []}
+                "class_table": table([], CLASS_COLUMNS), "samples_gallery": []}
     f, s = ws.features, ws.settings
     accuracy, classes = class_summary(f)
     where = (f"**Teacher** `{s.teacher}` · **dataset** `{s.dataset}` (split `{ws.source.split}`) · **encoder** "
@@ -75,12 +76,12 @@ def configuration(ws: Workspace) -> dict:
         shown = ", ".join(f"{_text(gone)} → {_text(kept)}" for kept, gone in merged[:8])
         text += (f"\n\n{len(merged)} spelling(s) of the concepts merged into an earlier one, as the same concept: "
                  f"{shown}{' ...' if len(merged) > 8 else ''}.")
-    table = pd.DataFrame([{"class": r["class"], "images (label)": r["labelled"], "teacher predicts": r["predicted"],
-                           "teacher accuracy": percent(r["accuracy"])} for r in classes], columns=CLASS_COLUMNS)
+    classes_shown = table([{"class": r["class"], "images (label)": r["labelled"], "teacher predicts": r["predicted"],
+                           "teacher accuracy": percent(r["accuracy"])} for r in classes], CLASS_COLUMNS)
     examples = class_examples(f)
     images = _image_files(ws, [p for p, _ in examples]) if ws.source is not None else []
     samples = [(image, f.class_names[c]) for image, (_, c) in zip(images, examples, strict=False)]
-    return {"config_md": text, "class_table": table, "samples_gallery": samples}
+    return {"config_md": text, "class_table": classes_shown, "samples_gallery": samples}
 
 
 def _image_files(ws: Workspace, positions) -> list:
@@ -94,15 +95,22 @@ def _image_files(ws: Workspace, positions) -> list:
 
 
 # -- 2. student performance ---------------------------------------------------------------------------
+@view("sweep", "student")
+def sweep(ws: Workspace) -> dict:
+    """The fidelity-vs-NEC curve and the students to pick from (the distilled sweep: edits do not move it)."""
+    curve = pd.DataFrame([{"NEC": float(p.metrics.nec), "fidelity": p.metrics.fidelity, "target": p.nec_target}
+                          for p in ws.sweep])
+    return {"pick_nec": gr.update(choices=[p.nec_target for p in ws.sweep], value=ws.nec), "nec_curve": curve}
+
+
 @view("perf", "student", "weights", "groups")
 def performance(ws: Workspace) -> dict:
-    """Headline metrics and the worst group, per-class teacher-vs-student bars, the fidelity-vs-NEC curve,
-    the students to pick from, disagreement subsets, and the groups (their choice and their accuracies)."""
-    sweep = [p.nec_target for p in ws.sweep]
-    out = {"pick_nec": gr.update(choices=sweep, value=ws.nec), **_groups(ws)}
+    """Headline metrics and the worst group, per-class teacher-vs-student bars, disagreement subsets, and the
+    groups (their choice and their accuracies)."""
+    out = _groups(ws)
     if ws.session is None:
         return out | {"perf_md": "No student yet: **Distil**.", "class_bars": pd.DataFrame(),
-                      "nec_curve": pd.DataFrame(), "disagreements": pd.DataFrame(columns=SUBSET_COLUMNS)}
+                      "disagreements": table([], SUBSET_COLUMNS)}
     m = ws.session.metrics
     text = (f"**Fidelity** {percent(m['fidelity'])} · **student accuracy** {percent(m['accuracy'])} · "
             f"**teacher accuracy** {percent(m['teacher_accuracy'])} · NEC {m['nec']:.1f} · "
@@ -121,11 +129,9 @@ def performance(ws: Workspace) -> dict:
         # Native plots stack bars of one x; one bar per (class, model) puts them side by side instead.
         bars += [{"bar": f"{name} · {model}", "class": name, "model": model, "score": float(np.nan_to_num(score))}
                  for model, score in (("teacher", teacher), ("student", student))]
-    curve = pd.DataFrame([{"NEC": float(p.metrics.nec), "fidelity": p.metrics.fidelity, "target": p.nec_target}
-                          for p in ws.sweep])
-    table = pd.DataFrame([{"teacher says": g["teacher"], "student says": g["student"], "images": len(g["positions"])}
-                          for g in ws.disagreement_subsets()], columns=SUBSET_COLUMNS)
-    return out | {"perf_md": text, "class_bars": pd.DataFrame(bars), "nec_curve": curve, "disagreements": table}
+    subsets = table([{"teacher says": g["teacher"], "student says": g["student"], "images": len(g["positions"])}
+                     for g in ws.disagreement_subsets()], SUBSET_COLUMNS)
+    return out | {"perf_md": text, "class_bars": pd.DataFrame(bars), "disagreements": subsets}
 
 
 def _groups(ws: Workspace) -> dict:
@@ -137,7 +143,7 @@ def _groups(ws: Workspace) -> dict:
         choices = [value, *choices]
     picker = gr.update(choices=choices, value=value)
     if ws.session is None or not ws.session.metrics.get("groups"):
-        return {"group_by": picker, "groups_table": pd.DataFrame(columns=GROUP_COLUMNS)}
+        return {"group_by": picker, "groups_table": table([], GROUP_COLUMNS)}
     after = ws.session.metrics["groups"]["per_group"]
     last = next((e for e in reversed(ws.session.log) if e.state == ws.session.cursor), ws.session.log[0])
     before = ((last.metrics_before or last.metrics_after).get("groups") or {}).get("per_group", {})
@@ -146,7 +152,7 @@ def _groups(ws: Workspace) -> dict:
             for name, g in after.items() if g["n"]]
     rows.sort(key=lambda r: (r["student now"] if r["student now"] is not None else 2.0, r["group"]))
     shown = [{**r, **{k: percent(r[k]) for k in GROUP_COLUMNS[2:]}} for r in rows]
-    return {"group_by": picker, "groups_table": pd.DataFrame(shown, columns=GROUP_COLUMNS)}
+    return {"group_by": picker, "groups_table": table(shown, GROUP_COLUMNS)}
 
 
 @view("subset", "student", "weights", "subset")
@@ -165,7 +171,7 @@ def shortcuts(ws: Workspace) -> dict:
     """The audit's note and its findings, best first."""
     if ws.session is None:
         return {"audit_md": "Distil a student to audit its teacher.",
-                "audit_table": pd.DataFrame(columns=AUDIT_COLUMNS)}
+                "audit_table": table([], AUDIT_COLUMNS)}
     report = ws.audit()
     rows = [{"class": f.class_name, "concept": f.concept, "score": round(f.score, 2),
              "teacher with / without": f"{percent(f.teacher_accuracy_with)} / {percent(f.teacher_accuracy_without)}",
@@ -174,7 +180,7 @@ def shortcuts(ws: Workspace) -> dict:
                       f"{percent(f.hurt_student_accuracy)})",
              "tracked by": ", ".join(f.proxies[:3]) + (" ..." if len(f.proxies) > 3 else "")}
             for f in report.findings]
-    return {"audit_md": _text(report.note), "audit_table": pd.DataFrame(rows, columns=AUDIT_COLUMNS)}
+    return {"audit_md": _text(report.note), "audit_table": table(rows, AUDIT_COLUMNS)}
 
 
 @view("audit_images", "finding")
@@ -210,28 +216,11 @@ def heatmap(ws: Workspace) -> dict:
     """A styled influence table (concepts x classes) of the top concepts: blue for positive, red for
     negative, the selected cell outlined."""
     if ws.session is None:
-        return {"heat": pd.DataFrame({"concept": []})}
+        return {"heat": table([], ["concept"])}
     order = ws.heatmap_order()
-    values = ws.influence()[:, order].T.round(3) + 0.0  # + 0.0: no "-0.000"
-    frame = pd.DataFrame(values, columns=ws.session.class_names)
-    frame.insert(0, "concept", [ws.session.concepts[k] for k in order])
-    scale = float(np.abs(values).max()) if values.size else 1.0
-
-    def colour(column: pd.Series) -> list[str]:
-        if column.name == "concept":
-            return ["font-weight: 600" if order[i] == ws.concept else "" for i in range(len(column))]
-        c = ws.session.class_names.index(column.name)
-        out = []
-        for i, v in enumerate(column):
-            alpha = min(abs(float(v)) / (scale or 1.0), 1.0) * 0.85
-            rgb = "37, 99, 235" if v > 0 else "220, 38, 38"
-            style = f"background-color: rgba({rgb}, {alpha:.2f})" if v != 0 else "color: #aaa"
-            if order[i] == ws.concept and c == ws.class_id:
-                style += "; outline: 3px solid #f59e0b; font-weight: 700"
-            out.append(style)
-        return out
-
-    return {"heat": frame.style.apply(colour).format(precision=3, subset=list(frame.columns[1:]))}
+    selected = next((i for i, k in enumerate(order) if k == ws.concept), None)
+    return {"heat": influence_table([ws.session.concepts[k] for k in order], ws.session.class_names,
+                                    ws.influence()[:, order].T, selected, ws.class_id)}
 
 
 # -- 4. images ----------------------------------------------------------------------------------------
@@ -259,7 +248,7 @@ def image_detail(ws: Workspace) -> dict:
     if ws.session is None or ws.image is None:
         return {"detail_image": None,
                 "detail_md": "Click an image to see why the student and the teacher classify it as they do.",
-                "detail_table": pd.DataFrame(columns=CONTRIBUTION_COLUMNS)}
+                "detail_table": table([], CONTRIBUTION_COLUMNS)}
     f = ws.features
     report = image_report(f, ws.session.student, ws.image)
     picture = None
@@ -274,10 +263,10 @@ def image_detail(ws: Workspace) -> dict:
     text = (f"Image #{int(f.image_ids[report.position])}: teacher says **{f.class_names[report.teacher_class]}**, "
             f"student says **{f.class_names[report.student_class]}**"
             + (f", label **{f.class_names[report.label]}**" if report.label >= 0 else ""))
-    table = pd.DataFrame([{"concept": c.concept, "presence": round(c.presence, 3), "weight": round(c.weight, 3),
+    contributions = table([{"concept": c.concept, "presence": round(c.presence, 3), "weight": round(c.weight, 3),
                            "contribution": round(c.contribution, 3)} for c in report.contributions],
-                         columns=CONTRIBUTION_COLUMNS)
-    return {"detail_image": picture, "detail_md": text, "detail_table": table}
+                          CONTRIBUTION_COLUMNS)
+    return {"detail_image": picture, "detail_md": text, "detail_table": contributions}
 
 
 # -- 5. tuning ----------------------------------------------------------------------------------------
@@ -286,14 +275,14 @@ def tuning(ws: Workspace) -> dict:
     """The selected weight and its constraint, the proxies a remove of it would hold, the constraints in force."""
     if ws.session is None or ws.concept is None or ws.class_id is None:
         return {"selection_md": "Select a cell of the heatmap to tune a concept's influence on a class.",
-                "proxies": gr.update(choices=[], value=[]), "edits": pd.DataFrame(columns=EDIT_COLUMNS)}
+                "proxies": gr.update(choices=[], value=[]), "edits": table([], EDIT_COLUMNS)}
     s = ws.session
     info = s.constraint(s.concepts[ws.concept], s.class_names[ws.class_id])
     bounds = "" if info["kind"] == "free" else f", {info['kind']} in [{info['lower']:.3g}, {info['upper']:.3g}]"
     text = (f"Selected: **{_text(s.concepts[ws.concept])}** for class **{_text(s.class_names[ws.class_id])}**"
             f" · weight {info['weight']:+.3f}{bounds} · label blend alpha {s.label_weight:g}")
-    edits = pd.DataFrame([{"concept": e["concept"], "class": e["class_name"], "kind": e["kind"],
-                           "weight": round(e["weight"], 4)} for e in s.edits()], columns=EDIT_COLUMNS)
+    edits = table([{"concept": e["concept"], "class": e["class_name"], "kind": e["kind"],
+                    "weight": round(e["weight"], 4)} for e in s.edits()], EDIT_COLUMNS)
     return {"selection_md": text, "proxies": gr.update(choices=[name for name, _ in ws.proxies()], value=[]),
             "edits": edits}
 
@@ -305,31 +294,45 @@ def provenance(ws: Workspace) -> dict:
     the steps as categories, in order, so that it never shows fractional steps)."""
     if ws.session is None:
         return {"log_plot": gr.update(value=pd.DataFrame(columns=["step", "metric", "value"]), sort=None),
-                "log_table": pd.DataFrame(columns=LOG_COLUMNS)}
+                "log_table": table([], LOG_COLUMNS)}
     log = ws.session.log
     current = next(e.step for e in reversed(log) if e.state == ws.session.cursor)  # the step that led here last
-    rows, points = [], []
+    rows, points = [], {"step": [], "metric": [], "value": []}  # the points by column: a DataFrame at once
     for e in log:
         d = e.delta
         rows.append({"step": e.step, "time": e.time[11:19], "action": e.summary,
                      "fidelity": percent(e.metrics_after["fidelity"]), "Δ fidelity": _delta(d.get("fidelity")),
                      "accuracy": percent(e.metrics_after["accuracy"]), "Δ accuracy": _delta(d.get("accuracy")),
                      "current": "●" if e.step == current else ""})
-        points.append({"step": str(e.step), "metric": "fidelity", "value": e.metrics_after["fidelity"]})
-        if e.metrics_after["accuracy"] is not None:
-            points.append({"step": str(e.step), "metric": "accuracy", "value": e.metrics_after["accuracy"]})
+        for metric in ("fidelity", "accuracy"):
+            if e.metrics_after[metric] is not None:
+                points["step"].append(str(e.step))
+                points["metric"].append(metric)
+                points["value"].append(e.metrics_after[metric])
     return {"log_plot": gr.update(value=pd.DataFrame(points), sort=[str(e.step) for e in log]),
-            "log_table": pd.DataFrame(rows, columns=LOG_COLUMNS)}
+            "log_table": table(rows, LOG_COLUMNS)}
 
 
-# -- the buttons: open when their step can be taken ---------------------------------------------------
-@view("controls", "data", "student", "weights", "selection", "concepts")
+# -- the buttons: open when their step can be taken (three groups: what moves each differs) -----------------
+@view("controls", "data", "student", "concepts")
 def controls(ws: Workspace) -> dict:
-    has_features, session = ws.features is not None, ws.session
-    selected = session is not None and ws.concept is not None and ws.class_id is not None
-    on = {"distill_btn": has_features, "preview_btn": selected, "apply_btn": selected, "alpha_btn": session is not None,
-          "undo_btn": session is not None and session.can_undo, "redo_btn": session is not None and session.can_redo,
-          "jump_btn": session is not None, "export_btn": session is not None, "import_btn": has_features,
-          "save_btn": session is not None, "zip_btn": session is not None, "push_btn": session is not None,
-          "concept_btn": session is not None and ws.can_add_concepts}
+    has_features, tuned = ws.features is not None, ws.session is not None
+    on = {"distill_btn": has_features, "alpha_btn": tuned, "jump_btn": tuned, "export_btn": tuned,
+          "import_btn": has_features, "save_btn": tuned, "zip_btn": tuned, "push_btn": tuned,
+          "concept_btn": tuned and ws.can_add_concepts}
     return {button: gr.update(interactive=value) for button, value in on.items()}
+
+
+@view("edit_controls", "student", "selection")
+def edit_controls(ws: Workspace) -> dict:
+    """Preview and Apply: open once a cell is selected (their own group: a select moves only them)."""
+    selected = ws.session is not None and ws.concept is not None and ws.class_id is not None
+    return {"preview_btn": gr.update(interactive=selected), "apply_btn": gr.update(interactive=selected)}
+
+
+@view("steps", "student", "weights")
+def steps(ws: Workspace) -> dict:
+    """Undo and redo: open when there is a step to undo or redo (their own group: every action moves them)."""
+    session = ws.session
+    return {"undo_btn": gr.update(interactive=session is not None and session.can_undo),
+            "redo_btn": gr.update(interactive=session is not None and session.can_redo)}
