@@ -226,7 +226,9 @@ def main() -> None:
     parser.add_argument("--world", default=None, help="A built Shapes world (default: the cached default world).")
     parser.add_argument("--app-root", default=str(ROOT), help="Serve the app of this checkout (an older one, for "
                                                                "the before / after).")
+    parser.add_argument("--parts", default="cpu,delay,users", help="Which parts to run (comma-separated).")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     from infincond.demo import load_world
     from infincond.ui import shapes_preset
 
@@ -237,22 +239,25 @@ def main() -> None:
     print(f"app of {root} at {server.url} (pid {server.process.pid}), {args.samples} images, {os.cpu_count()} cores, "
           f"started {time.strftime('%H:%M:%S')}")
     try:
-        cpu = cpu_per_event(server, preset, args.repeats)
-        print("\nServer CPU per event (one user, nothing else running; every thread of the server; median):")
-        for name, ms in cpu.items():
-            over = "" if name == "no-op" else f"   ({ms - cpu['no-op']:+.1f} ms over the no-op)"
-            print(f"   {name:8} {ms:7.1f} ms{over}")
-        delay = long_job_delay(server, preset, args.repeats)
-        alone = statistics.median(delay["alone"])
-        print(f"\nOne user's select (median of {args.repeats}): alone {1000 * alone:.0f} ms; while another user "
-              f"distils in a loop {1000 * statistics.median(delay['distil']):.0f} ms (p95 "
-              f"{1000 * percentile(delay['distil'], 0.95):.0f}); while another loads in a loop "
-              f"{1000 * statistics.median(delay['load']):.0f} ms (p95 {1000 * percentile(delay['load'], 0.95):.0f}). "
-              f"Target: delay at most one select's own time ({1000 * alone:.0f} ms)")
+        if "cpu" in parts:
+            cpu = cpu_per_event(server, preset, args.repeats)
+            print("\nServer CPU per event (one user, nothing else running; every thread of the server; median):")
+            for name, ms in cpu.items():
+                over = "" if name == "no-op" else f"   ({ms - cpu['no-op']:+.1f} ms over the no-op)"
+                print(f"   {name:8} {ms:7.1f} ms{over}")
+        if "delay" in parts:
+            delay = long_job_delay(server, preset, args.repeats)
+            alone = statistics.median(delay["alone"])
+            print(f"\nOne user's select (median of {args.repeats}): alone {1000 * alone:.0f} ms; while another user "
+                  f"distils in a loop {1000 * statistics.median(delay['distil']):.0f} ms (p95 "
+                  f"{1000 * percentile(delay['distil'], 0.95):.0f}); while another loads in a loop "
+                  f"{1000 * statistics.median(delay['load']):.0f} ms (p95 {1000 * percentile(delay['load'], 0.95):.0f}"
+                  f"). Target: delay at most one select's own time ({1000 * alone:.0f} ms)")
     finally:
         server.close()
     results = []
-    for n in args.users.split(","):  # each on a new server: its memory with one session, then with all
+    # Each number of users on a new server: its memory with one session, then with all.
+    for n in args.users.split(",") if "users" in parts else []:
         server = Server(args.samples, world, root)
         try:
             SESSIONS[0] = 0
@@ -261,6 +266,8 @@ def main() -> None:
             results.append({**run_users(server, preset, int(n), args.rounds), "single": single_memory})
         finally:
             server.close()
+    if not results:
+        return
     print(f"\nUsers + 1 re-distilling in a loop ({args.rounds} rounds of {', '.join(EVENTS)} per user); "
           "round trips through gradio_client, ms")
     print(f"   {'users':>5} {'event':8} {'p50':>7} {'p95':>7} {'p95 / no-op p95':>16}")

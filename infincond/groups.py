@@ -89,15 +89,18 @@ def column_values(source, image_ids: np.ndarray, column: str) -> list[str]:
         what = "is not a column of the dataset" if column not in dataset.features else "is not categorical"
         raise ConfigError(f"The group column {column!r} {what}; pass one of {usable or '(none: no categorical column)'}"
                           " (CLI: --group-column), or none to measure groups by concept presence.")
-    raw = dataset.select_columns([column]).select(np.asarray(image_ids, dtype=np.int64))[column]
-    missing = [int(row) for row, v in zip(image_ids, raw, strict=True) if v is None or v == ""]
+    # Read through Arrow, in one piece: iterating a datasets Column goes row by row (0.24 s for 6,000 rows).
+    raw = (dataset.select_columns([column]).with_format("arrow").select(np.asarray(image_ids, dtype=np.int64))
+           [column].to_pylist())
+    feature = dataset.features[column]
+    unset = -1 if isinstance(feature, ClassLabel) else ""  # a ClassLabel's "no value" is -1
+    missing = [int(row) for row, v in zip(image_ids, raw, strict=True) if v is None or v == unset]
     if missing:
         shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
         raise ConfigError(f"The group column {column!r} has no value for {len(missing)} of {len(raw)} images (rows "
                           f"{shown}): fill it in, or pass another column, or none to group by concept presence.")
-    feature = dataset.features[column]
     if isinstance(feature, ClassLabel):
-        return [feature.int2str(int(v)) for v in raw]
+        return [feature.names[v] for v in raw]
     return [str(v) for v in raw]
 
 

@@ -279,14 +279,20 @@ def test_a_group_column_that_is_missing_or_incomplete_is_refused(tmp_path):
     from infincond.groups import column_values
     from infincond.testing import make_shapes_dataset
 
+    from datasets import ClassLabel
+
     dataset = make_shapes_dataset(12).add_column("site", ["a", "b", None] * 4)
+    dataset = dataset.add_column("zone", [0, 1, 1, -1] * 3).cast_column("zone", ClassLabel(names=["north", "south"]))
     dataset.save_to_disk(str(tmp_path / "data"))
     source = ImageSource.load(DataConfig(str(tmp_path / "data"), samples=None))
     assert column_values(source, np.arange(2), "shape")
-    with pytest.raises(ConfigError, match=r"'lake' is not a column of the dataset; pass one of \['shape', 'site'\]"):
+    assert column_values(source, np.array([2, 0, 1]), "zone") == ["south", "north", "south"]  # names, in row order
+    with pytest.raises(ConfigError, match=r"'lake' is not a column of the dataset; pass one of \['shape', 'site', "):
         column_values(source, np.arange(12), "lake")
     with pytest.raises(ConfigError, match="'site' has no value for 4 of 12 images \\(rows 2, 5, 8, 11\\)"):
         column_values(source, np.arange(12), "site")
+    with pytest.raises(ConfigError, match="'zone' has no value for 3 of 12 images \\(rows 3, 7, 11\\)"):
+        column_values(source, np.arange(12), "zone")  # a ClassLabel's -1: no value
 
 
 def test_the_card_carries_the_worst_group_when_groups_were_given(features):
