@@ -18,6 +18,7 @@ from ..shared import SHARED, SharedCache
 from .events import outputs_of, wire
 from .handlers import push_token
 from .layout import CSS, layout, on_space
+from .pictures import thumbnail_folder
 from .settings import LoadSettings
 from .workspace import Workspace
 from .world_job import WorldJob
@@ -89,6 +90,10 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
     FeatureSet with it)."""
     one_blas_thread()
     cached_data_model_schemas()
+    # The pictures are files written once and never changed (:func:`.pictures.drawn_once`): served from where
+    # they are. Any other file Gradio is returned, it hashes (reads) and copies into its cache on every event
+    # that returns it again: half of a select's server time went to its 13 pictures.
+    gr.set_static_paths([thumbnail_folder()])
     # Gradio recomputes its monitoring summary (a DataFrame of up to 10,000 past events, grouped) after every
     # event by default: 7% of the server's busy time in a select / undo loop. Every 500 events is plenty.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "500")

@@ -67,11 +67,16 @@ class Derived:
             cache[name] = compute()
         return cache[name]
 
+    def _for_features(self, name: str, compute):
+        """``compute()`` kept for every session on these features (by their fingerprint, which covers the
+        concepts added); made afresh for features without one."""
+        fingerprint = self.features.fingerprint
+        return self.shared.get("derived", (name, fingerprint), compute) if fingerprint else compute()
+
     def influence(self) -> np.ndarray:
         """Influence (C, K) of each concept on each class (weight x mean presence on the class's images)."""
         self.require("session")
-        presence = self.shared.get("derived", ("class_presence", self.features.fingerprint),
-                                   lambda: class_presence(self.features, self.session.initial))
+        presence = self._for_features("class_presence", lambda: class_presence(self.features, self.session.initial))
         return self._derived("influence", lambda: influence(self.session.weight, presence))
 
     def evaluation(self) -> Metrics:
@@ -127,8 +132,10 @@ class Derived:
 
     def concept_images(self, concept: int) -> np.ndarray:
         """Positions of the images where ``concept`` is most present (the same for every student)."""
-        return self.shared.get("derived", ("images", self.features.fingerprint, int(concept)),
-                               lambda: images_with_concept(self.features, int(concept), CONCEPT_IMAGES))
+        kept = self._for_features("images", dict)  # one entry per features, not per concept: the others stay
+        if int(concept) not in kept:
+            kept[int(concept)] = images_with_concept(self.features, int(concept), CONCEPT_IMAGES)
+        return kept[int(concept)]
 
     def heatmap_order(self) -> list[int]:
         """The concepts (indices) of the heatmap's rows: the ``heat_n`` most influential on any class, or on
@@ -143,8 +150,10 @@ class Derived:
         """The proxies of the selected concept (what removing it holds at 0), with their correlation."""
         self.require("selection")
         concept = self.session.concepts[self.concept]  # a property of the features: kept for every session
-        return self.shared.get("derived", ("proxies", self.features.fingerprint, self.features.num_concepts, concept),
-                               lambda: self.session.proxies(concept))
+        kept = self._for_features("proxies", dict)
+        if concept not in kept:
+            kept[concept] = self.session.proxies(concept)
+        return kept[concept]
 
     def images_of(self, positions) -> list[Image.Image] | None:
         """The dataset images at FeatureSet positions, found by their dataset rows (rows whose image could

@@ -61,7 +61,7 @@ def drawn_once(folder: str, names: Sequence[str], read: Callable[[list[int]], li
     """Pictures as PNG files under this process's thumbnail folder / ``folder`` (a FeatureSet's fingerprint:
     "" draws them afresh, unsaved), named ``names``: the ones not drawn yet are read in one go (``read(the
     indices)``) and drawn (``draw(index, image)``). A PIL image stands in where no file can be written."""
-    paths = [_thumbnail_folder() / folder / f"{name}.png" for name in names]
+    paths = [thumbnail_folder() / folder / f"{name}.png" for name in names]
     out: list = [str(path) if folder and path.exists() else None for path in paths]
     missing = [i for i, item in enumerate(out) if item is None]
     for i, image in zip(missing, read(missing) if missing else [], strict=True):
@@ -81,7 +81,7 @@ def _written(path: Path, image: Image.Image) -> str | Image.Image:
 
 
 @functools.cache
-def _thumbnail_folder() -> Path:
+def thumbnail_folder() -> Path:
     """This process's own thumbnail folder (private, made once, under the temporary folder Gradio serves
     from): no other user's files, and nothing drawn by an earlier version of this code."""
     folder = Path(tempfile.mkdtemp(prefix="infincond-thumbnails-"))
