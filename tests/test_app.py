@@ -87,6 +87,14 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
     assert f"**Fidelity** {100 * session.metrics['fidelity']:.1f}%" in out["perf_md"]
     heat = rows(out["heat"])
     assert heat and set(heat[0]) == {"concept", *features.class_names}
+    # The per-class bars: teacher and student accuracy on the validation images, the core's.
+    bars, full = out["class_bars"], session.evaluate()
+    assert bars["mark"] == "bar" and bars["datatypes"]["score"] == "quantitative"
+    scores = {(row[1], row[2]): row[3] for row in bars["data"]}
+    for c, name in enumerate(features.class_names):
+        assert scores[(name, "student")] == pytest.approx(full.class_accuracy[c])
+        assert scores[(name, "teacher")] == pytest.approx(full.teacher_class_accuracy[c])
+    assert [row[0] for row in out["nec_curve"]["data"]] == sorted(row[0] for row in out["nec_curve"]["data"])
     # Select a weight the student uses and down-tune it: the app's metrics are the core's.
     c, k = np.argwhere(student.weight != 0)[0]
     concept, cls = features.concepts[k], features.class_names[c]
@@ -114,6 +122,9 @@ def test_whole_workflow_through_gradio_client_matches_the_core(app_url, preset, 
         in refitted
     log = rows(out["log_table"])
     assert [r["action"] for r in log] == ["distilled student", f"down-tune '{concept}' for {cls} x2"]
+    points = {(step, metric): value for step, metric, value in out["log_plot"]["value"]["data"]}
+    assert points[("1", "fidelity")] == pytest.approx(entry.metrics_after["fidelity"])
+    assert points[("0", "accuracy")] == pytest.approx(entry.metrics_before["accuracy"])
     assert log[-1]["fidelity"] == f"{100 * entry.metrics_after['fidelity']:.1f}%"
     assert log[-1]["accuracy"] == f"{100 * entry.metrics_after['accuracy']:.1f}%"
     assert f"weight {entry.changes[0]['after']:+.3f}" in out["selection_md"]

@@ -58,6 +58,10 @@ def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path, hub, monkeypa
         expect(page.locator("#view-performance")).to_contain_text("Fidelity", timeout=120_000)
         expect(page.locator("#provenance-log")).to_contain_text("distilled student", timeout=60_000)
         expect(page.locator("#view-performance canvas, #view-performance svg.marks")).to_have_count(2)  # both plots
+        # ... drawn: a teacher and a student bar for each of the 6 classes, coloured by model (a plot whose first
+        # value had typed columns and no rows drew them without colour), the fidelity-vs-NEC line.
+        expect(page.locator("#view-performance svg.marks .mark-rect path[fill]")).to_have_count(12)  # coloured
+        expect(page.locator("#view-performance svg.marks .mark-line path")).to_have_count(1)
         expect(page.locator("#groups-table")).to_contain_text(" · ", timeout=60_000)  # class x background groups
         # The shortcut audit: click its first finding; that concept and class are selected, Remove is the edit,
         # and the remove's preview names the proxies it holds.
@@ -90,6 +94,7 @@ def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path, hub, monkeypa
         page.get_by_role("button", name="Apply (refit)", exact=True).click()
         expect(page.locator("#provenance-log")).to_contain_text(f"down-tune '{concept}'", timeout=60_000)
         expect(page.locator("#provenance-log [role=row]")).to_have_count(3)  # header + 2 steps
+        expect(page.locator("#view-provenance svg.marks .mark-line path")).to_have_count(2)  # fidelity, accuracy
         expect(page.locator("#view-tuning")).to_contain_text("Constraints in force")
         expect(page.locator("#view-tuning [role=gridcell]").first).to_have_text(concept)
         # Undo: a third step, and the constraint is gone.

@@ -275,11 +275,11 @@ def test_groups_by_concept_and_clear_errors():
 
 
 def test_a_group_column_that_is_missing_or_incomplete_is_refused(tmp_path):
+    from datasets import ClassLabel
+
     from infincond import DataConfig, ImageSource
     from infincond.groups import column_values
     from infincond.testing import make_shapes_dataset
-
-    from datasets import ClassLabel
 
     dataset = make_shapes_dataset(12).add_column("site", ["a", "b", None] * 4)
     dataset = dataset.add_column("zone", [0, 1, 1, -1] * 3).cast_column("zone", ClassLabel(names=["north", "south"]))

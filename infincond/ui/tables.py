@@ -1,7 +1,9 @@
-"""Tables in the form Gradio's Dataframe sends to the page, ``{"headers", "data"}``, and for the heatmap
-``"metadata": {"display_value", "styling"}`` per cell: built from rows directly, not through pandas. From a
-DataFrame or a Styler, Gradio derives the same on every event (a Styler is rendered, then looked up cell by
-cell): that and building the DataFrames were a third of the server's time in a select or an undo."""
+"""Tables and plots in the form Gradio sends them to the page, built from rows directly, not through pandas:
+a Dataframe's ``{"headers", "data"}`` (for the heatmap also ``"metadata": {"display_value", "styling"}``
+per cell), a native plot's ``{"columns", "data", "datatypes", "mark"}``. From a DataFrame or a Styler,
+Gradio derives the same on every event (a Styler is rendered, then looked up cell by cell; a plot's frame
+goes to JSON and back): that and building the DataFrames were a third of the server's time in a select or
+an undo."""
 
 from __future__ import annotations
 
@@ -20,6 +22,15 @@ def _plain(value):
 def table(rows: Sequence[dict], columns: Sequence[str]) -> dict:
     """``rows`` (one dict per row, a value per column; missing ones empty) as a table with these headers."""
     return {"headers": list(columns), "data": [[_plain(row.get(column)) for column in columns] for row in rows]}
+
+
+def plot(rows: Sequence[dict], columns: dict[str, str], mark: str) -> dict:
+    """``rows`` as a native plot's data: ``columns`` maps each column to its type ("quantitative" or
+    "nominal"), ``mark`` is the plot's ("bar", "line")."""
+    if not rows:  # no columns either, as Gradio makes of an empty frame: a plot whose first value had typed
+        columns = {}  # columns and no rows drew its later bars without colour (test_browser checks the fill)
+    return {"columns": list(columns), "data": [[_plain(row.get(column)) for column in columns] for row in rows],
+            "datatypes": dict(columns), "mark": mark}
 
 
 def influence_table(concepts: Sequence[str], classes: Sequence[str], values: np.ndarray, selected_row: int | None,

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
-import pandas as pd
 
 from ..analysis import class_examples, class_summary, image_report
 from ..metrics import percent
 from .messages import delta as _delta
 from .messages import text as _text
 from .pictures import boxed, drawn_once, heated
-from .tables import influence_table, table
+from .tables import influence_table, plot, table
 from .workspace import Workspace
 
 CONTRIBUTION_COLUMNS = ["concept", "presence", "weight", "contribution"]
@@ -29,6 +28,9 @@ CLASS_COLUMNS = ["class", "images (label)", "teacher predicts", "teacher accurac
 GROUP_COLUMNS = ["group", "images", "teacher", "student before", "student now"]
 AUDIT_COLUMNS = ["class", "concept", "score", "teacher with / without", "student with / without", "hurts",
                  "tracked by"]
+NUMBER, NAME = "quantitative", "nominal"  # a plot's column types
+BARS = {"bar": NAME, "class": NAME, "model": NAME, "score": NUMBER}
+LOG_POINTS = {"step": NAME, "metric": NAME, "value": NUMBER}
 LOG_COLUMNS = ["step", "time", "action", "fidelity", "Δ fidelity", "accuracy", "Δ accuracy", "current"]
 
 
@@ -98,8 +100,8 @@ def _image_files(ws: Workspace, positions) -> list:
 @view("sweep", "student")
 def sweep(ws: Workspace) -> dict:
     """The fidelity-vs-NEC curve and the students to pick from (the distilled sweep: edits do not move it)."""
-    curve = pd.DataFrame([{"NEC": float(p.metrics.nec), "fidelity": p.metrics.fidelity, "target": p.nec_target}
-                          for p in ws.sweep])
+    curve = plot([{"NEC": float(p.metrics.nec), "fidelity": p.metrics.fidelity, "target": p.nec_target}
+                  for p in ws.sweep], {"NEC": NUMBER, "fidelity": NUMBER, "target": NUMBER}, "line")
     return {"pick_nec": gr.update(choices=[p.nec_target for p in ws.sweep], value=ws.nec), "nec_curve": curve}
 
 
@@ -109,7 +111,7 @@ def performance(ws: Workspace) -> dict:
     groups (their choice and their accuracies)."""
     out = _groups(ws)
     if ws.session is None:
-        return out | {"perf_md": "No student yet: **Distil**.", "class_bars": pd.DataFrame(),
+        return out | {"perf_md": "No student yet: **Distil**.", "class_bars": plot([], BARS, "bar"),
                       "disagreements": table([], SUBSET_COLUMNS)}
     m = ws.session.metrics
     text = (f"**Fidelity** {percent(m['fidelity'])} · **student accuracy** {percent(m['accuracy'])} · "
@@ -131,7 +133,7 @@ def performance(ws: Workspace) -> dict:
                  for model, score in (("teacher", teacher), ("student", student))]
     subsets = table([{"teacher says": g["teacher"], "student says": g["student"], "images": len(g["positions"])}
                      for g in ws.disagreement_subsets()], SUBSET_COLUMNS)
-    return out | {"perf_md": text, "class_bars": pd.DataFrame(bars), "disagreements": subsets}
+    return out | {"perf_md": text, "class_bars": plot(bars, BARS, "bar"), "disagreements": subsets}
 
 
 def _groups(ws: Workspace) -> dict:
@@ -293,23 +295,20 @@ def provenance(ws: Workspace) -> dict:
     """The log as a table, and the metrics after each step (long format, for a line plot whose x axis lists
     the steps as categories, in order, so that it never shows fractional steps)."""
     if ws.session is None:
-        return {"log_plot": gr.update(value=pd.DataFrame(columns=["step", "metric", "value"]), sort=None),
+        return {"log_plot": gr.update(value=plot([], LOG_POINTS, "line"), sort=None),
                 "log_table": table([], LOG_COLUMNS)}
     log = ws.session.log
     current = next(e.step for e in reversed(log) if e.state == ws.session.cursor)  # the step that led here last
-    rows, points = [], {"step": [], "metric": [], "value": []}  # the points by column: a DataFrame at once
+    rows, points = [], []
     for e in log:
         d = e.delta
         rows.append({"step": e.step, "time": e.time[11:19], "action": e.summary,
                      "fidelity": percent(e.metrics_after["fidelity"]), "Δ fidelity": _delta(d.get("fidelity")),
                      "accuracy": percent(e.metrics_after["accuracy"]), "Δ accuracy": _delta(d.get("accuracy")),
                      "current": "●" if e.step == current else ""})
-        for metric in ("fidelity", "accuracy"):
-            if e.metrics_after[metric] is not None:
-                points["step"].append(str(e.step))
-                points["metric"].append(metric)
-                points["value"].append(e.metrics_after[metric])
-    return {"log_plot": gr.update(value=pd.DataFrame(points), sort=[str(e.step) for e in log]),
+        points += [{"step": str(e.step), "metric": metric, "value": e.metrics_after[metric]}
+                   for metric in ("fidelity", "accuracy") if e.metrics_after[metric] is not None]
+    return {"log_plot": gr.update(value=plot(points, LOG_POINTS, "line"), sort=[str(e.step) for e in log]),
             "log_table": table(rows, LOG_COLUMNS)}
 
 
