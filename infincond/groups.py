@@ -93,13 +93,14 @@ def column_values(source, image_ids: np.ndarray, column: str) -> list[str]:
     raw = (dataset.select_columns([column]).with_format("arrow").select(np.asarray(image_ids, dtype=np.int64))
            [column].to_pylist())
     feature = dataset.features[column]
-    unset = -1 if isinstance(feature, ClassLabel) else ""  # a ClassLabel's "no value" is -1
-    missing = [int(row) for row, v in zip(image_ids, raw, strict=True) if v is None or v == unset]
+    labels = isinstance(feature, ClassLabel)  # a ClassLabel's "no value" is -1 (any negative: no name)
+    missing = [int(row) for row, v in zip(image_ids, raw, strict=True)
+               if v is None or (v < 0 if labels else v == "")]
     if missing:
         shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
         raise ConfigError(f"The group column {column!r} has no value for {len(missing)} of {len(raw)} images (rows "
                           f"{shown}): fill it in, or pass another column, or none to group by concept presence.")
-    if isinstance(feature, ClassLabel):
+    if labels:
         return [feature.names[v] for v in raw]
     return [str(v) for v in raw]
 

@@ -74,13 +74,37 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
     return path
 
 
-def append_durably(path: str | os.PathLike, data: bytes) -> None:
-    """Append ``data`` to the existing file ``path`` and flush it to disk (a crash mid-way leaves a prefix
-    of ``data`` at the end: readers of such files drop an incomplete last record)."""
-    with storage_errors("write a file", path), open(path, "ab") as handle:
-        handle.write(data)
-        handle.flush()
-        getattr(os, "fdatasync", os.fsync)(handle.fileno())
+def file_identity(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """(device, inode, size) of the file at ``path``; None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size
+
+
+def append_durably(path: str | os.PathLike, data: bytes, identity: tuple[int, int, int] | None
+                   ) -> tuple[int, int, int] | None:
+    """Append ``data`` to the file at ``path`` and flush it to disk, if it is still the file ``identity``
+    (:func:`file_identity`) describes: nothing is written when it is missing or another one (replaced,
+    truncated or grown by another writer); returns its new identity, or None when nothing was written. A
+    crash mid-way leaves a prefix of ``data`` at the end: readers of such files drop an incomplete record."""
+    with storage_errors("write a file", path):
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_APPEND)  # never created here: it would lack its header
+        except FileNotFoundError:
+            return None
+        try:
+            st = os.fstat(handle)
+            if identity is None or (st.st_dev, st.st_ino, st.st_size) != tuple(identity):
+                return None
+            view = memoryview(data)
+            while view:
+                view = view[os.write(handle, view):]
+            getattr(os, "fdatasync", os.fsync)(handle)
+            return st.st_dev, st.st_ino, st.st_size + len(data)
+        finally:
+            os.close(handle)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

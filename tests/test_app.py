@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,6 +213,37 @@ def test_restore_after_up_tune_then_export_save_zip_and_push(app_url, preset, hu
     with pytest.raises(AppError, match="holds other files"):
         client.predict(str(tmp_path / "mine"), api_name="/save")
     assert (tmp_path / "mine" / "README.md").read_text() == "mine"
+
+
+def test_the_autosaved_journal_imports_and_an_earlier_versions_log_still_restores(preset, tmp_path):
+    with running_app(preset, tmp_path / "cache") as url:
+        client = Client(url, verbose=False)
+        out = load_and_distil(client, preset)
+        concept, cls = rows(out["heat"])[0]["concept"], [n for n in rows(out["heat"])[0] if n != "concept"][0]
+        call(client, "select", concept, cls)
+        call(client, "apply", "Up-tune", 2.0)
+        call(client, "undo")
+        session_id = client.predict(api_name="/session")
+        logs = tmp_path / "cache" / "sessions" / session_id / "logs"
+        (journal,) = logs.iterdir()
+        assert journal.suffix == ".jsonl" and len(journal.read_text().splitlines()) == 4  # header, 3 entries
+        # The journal imports like an exported log (it records no final weights to compare with).
+        other = Client(url, verbose=False)
+        load_and_distil(other, preset)
+        out = call(other, "import_log", handle_file(str(journal)))
+        assert out["preview_md"] == "Imported and replayed 3 steps (a journal: no final weights to check)."
+        # An autosave of the previous version (the whole export, .json) restores, then becomes a journal.
+        exported = json.loads(Path(client.predict(api_name="/export_log")).read_text())
+        journal.with_suffix(".json").write_text(json.dumps(exported))
+        journal.unlink()
+        third = Client(url, verbose=False)
+        out = call(third, "restore", session_id)
+        assert "Restored your session: 2 tuning action(s) replayed." in str(out["restore_md"])
+        call(third, "redo")
+        assert [p.suffix for p in logs.iterdir()] == [".jsonl"]
+        restored = json.loads(Path(third.predict(api_name="/export_log")).read_text())
+        assert [e["summary"] for e in restored["entries"]] == [e["summary"] for e in exported["entries"]] + [
+            "redo (to state 1)"]
 
 
 def test_switching_students_keeps_each_tuning_session(app_url, preset):

@@ -60,7 +60,9 @@ def test_workflow_in_a_real_browser(page_url, artifacts, tmp_path, hub, monkeypa
         expect(page.locator("#view-performance canvas, #view-performance svg.marks")).to_have_count(2)  # both plots
         # ... drawn: a teacher and a student bar for each of the 6 classes, coloured by model (a plot whose first
         # value had typed columns and no rows drew them without colour), the fidelity-vs-NEC line.
-        expect(page.locator("#view-performance svg.marks .mark-rect path[fill]")).to_have_count(12)  # coloured
+        bars = page.locator("#view-performance svg.marks .mark-rect path[fill]")
+        expect(bars).to_have_count(12)
+        assert bars.evaluate_all("paths => new Set(paths.map(p => p.getAttribute('fill'))).size") == 2  # by model
         expect(page.locator("#view-performance svg.marks .mark-line path")).to_have_count(1)
         expect(page.locator("#groups-table")).to_contain_text(" · ", timeout=60_000)  # class x background groups
         # The shortcut audit: click its first finding; that concept and class are selected, Remove is the edit,

@@ -250,7 +250,7 @@ def test_the_journal_written_after_every_action_appends_and_reads_back_as_the_ex
     # An append that fails half-way (a full disk) leaves the file to be written afresh by the next one.
     path.write_bytes(whole)
 
-    def full(target, data: bytes):
+    def full(target, data: bytes, identity):
         with open(target, "ab") as handle:
             handle.write(data[:10])
         raise OSError(28, "No space left on device")
@@ -262,6 +262,23 @@ def test_the_journal_written_after_every_action_appends_and_reads_back_as_the_ex
     monkeypatch.undo()
     session.down("water", "circle", 2)
     same()
+    # A file deleted, or written meanwhile by another tab on the same session: written afresh, not appended to.
+    path.unlink()
+    session.undo()
+    same()
+    other, other_memo = TuningSession(TRAIN, STUDENT), {}
+    other.up("water", "circle", 3)
+    write_journal(other, path, other_memo)
+    session.redo()
+    same()  # this tab's log, whole: the last writer's
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\n{", 1))
+    with pytest.raises(ConfigError, match="line 2 is not JSON"):
+        read_log(path)
+    exported = tmp_path / "export.json"  # an exported log must keep its final weights: only a journal has none
+    session.export_log(exported)
+    exported.write_text(json.dumps({**json.loads(exported.read_text()), "final": None}))
+    with pytest.raises(ConfigError, match="final"):
+        read_log(exported)
 
 
 def test_groups_by_concept_and_clear_errors():

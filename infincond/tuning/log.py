@@ -15,7 +15,7 @@ import numpy as np
 from ..distill import DistillConfig
 from ..errors import ConfigError, ConstraintError
 from ..metrics import finite_or_none, worst_group_accuracy
-from ..storage import append_durably, atomic_write, atomic_write_text
+from ..storage import append_durably, atomic_write, atomic_write_text, file_identity
 from .edits import Action, Edit
 from .logformat import LOG_FORMAT, LOG_VERSION, journal_lines, read_log
 
@@ -159,24 +159,29 @@ def export(session, path: str | os.PathLike | None = None) -> dict:
 def write_journal(session, path: str | os.PathLike, memo: dict) -> None:
     """Keep ``path`` (a ``.jsonl`` file) the session's log as a journal (read back by
     :func:`~.logformat.read_log`), written after every action: the entries added since the last call are
-    appended and flushed to disk (O(one entry) per action, however long the log); the whole file is written
+    appended and flushed to disk (O(one entry) per action, however long the log). The whole file is written
     again, atomically, when an entry written before changed (its metrics are replaced when the session's
-    groups change), for another session (widened, imported), or after a failed append. ``memo``: the
-    caller's, one per file."""
+    groups change), for another session (widened, imported), after a failed append, or when the file is not
+    the one this memo last wrote (deleted, or written by another tab on the same session: the last writer's
+    log wins, whole). ``memo``: the caller's, one per file."""
     written = memo.get("written") if memo.get("session") is session else None
     log = session.log
     fresh = written is None or len(written) > len(log) or any(
         kept[0] is not entry or kept[1] is not entry.metrics_before or kept[2] is not entry.metrics_after
         for kept, entry in zip(written, log, strict=False))
-    new = log if fresh else log[len(written):]
-    lines = journal_lines(([log_text(_header(session), indent=None)] if fresh else [])
-                          + [log_text(entry.fields(), indent=None) for entry in new])
+    identity = memo.get("identity")
     memo.clear()  # until this write is complete, the next one starts afresh
+    if not fresh and len(log) > len(written):
+        identity = append_durably(path, journal_lines([log_text(e.fields(), indent=None) for e in log[len(written):]]),
+                                  identity)
+        fresh = identity is None
     if fresh:
+        lines = journal_lines([log_text(_header(session), indent=None)]
+                              + [log_text(entry.fields(), indent=None) for entry in log])
         atomic_write(path, lambda handle: handle.write(lines))
-    elif new:
-        append_durably(path, lines)
-    memo.update(session=session, written=[(entry, entry.metrics_before, entry.metrics_after) for entry in log])
+        identity = file_identity(path)
+    memo.update(session=session, identity=identity,
+                written=[(entry, entry.metrics_before, entry.metrics_after) for entry in log])
 
 
 def rerun(session, entries: list, version: int = LOG_VERSION) -> None:

@@ -37,6 +37,7 @@ def read_log(log: dict | str | os.PathLike) -> dict:
     """The log as a dict, parsed (NaN / Infinity refused) and validated by :func:`validate_log`. A path
     ending in ``.jsonl`` is a journal (:func:`journal_lines`): read as the export it records, its final
     weights None."""
+    journal = False
     if isinstance(log, dict):
         data = log
     else:
@@ -47,13 +48,14 @@ def read_log(log: dict | str | os.PathLike) -> dict:
                 raise ConfigError(f"The tuning log {where!r} is {size / 2**20:.0f} MiB; a log is at most "
                                   f"{MAX_LOG_BYTES // 2**20} MiB. Is it the right file?")
             text = Path(where).read_text(encoding="utf-8")
-            data = _from_journal(text) if where.endswith(JOURNAL_SUFFIX) else _parse(text)
+            journal = where.lower().endswith(JOURNAL_SUFFIX)
+            data = _from_journal(text) if journal else _parse(text)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ConfigError(f"Cannot read the tuning log {where!r}: {err}") from err
         except RecursionError as err:
             raise ConfigError(f"Cannot read the tuning log {where!r}: "
                               "it is nested too deeply to be a tuning log.") from err
-    validate_log(data)
+    validate_log(data, journal=journal)
     return data
 
 
@@ -72,11 +74,18 @@ def _from_journal(text: str) -> dict:
     final weights); a last line cut short is dropped (the action being written when the process died)."""
     lines = text.split("\n")[:-1]  # what follows the last newline: "" or a line cut short
     if not lines:
-        raise ConfigError("The tuning log is empty (a journal whose first line was never completed).")
-    header = _parse(lines[0])
-    if not isinstance(header, dict):
+        raise ConfigError("The tuning log is empty (a journal whose first line was never completed): import "
+                          "another one, or an exported log (.json).")
+    parsed = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            parsed.append(_parse(line))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"The tuning log's line {number} is not JSON ({err}): import the journal as "
+                              "InFiConD wrote it, or an exported log (.json).") from err
+    if not isinstance(parsed[0], dict):
         raise ConfigError("This file is not an InFiConD tuning log (its first line is not a log's header).")
-    return {**header, "entries": [_parse(line) for line in lines[1:]], "final": None}
+    return {**parsed[0], "entries": parsed[1:], "final": None}
 
 
 def _where(path: str, value: object, expected: str) -> ConfigError:
@@ -150,9 +159,9 @@ def _check_params(action: str, params: object, path: str, steps: int) -> None:
             raise _where(f"{path}.step", step, f"a step number from 0 to {steps - 1}")
 
 
-def validate_log(data: object) -> None:
+def validate_log(data: object, *, journal: bool = False) -> None:
     """Check an exported log's schema and every number a replay reads; raise a :class:`ConfigError` that
-    names the first field that is wrong."""
+    names the first field that is wrong. ``journal``: read from a journal, whose final weights are None."""
     if not isinstance(data, dict) or data.get("format") != LOG_FORMAT:
         raise ConfigError("This file is not an InFiConD tuning log (its 'format' field is missing or different).")
     if data.get("version") not in READABLE_LOG_VERSIONS:
@@ -188,5 +197,5 @@ def validate_log(data: object) -> None:
             raise _where(f"entries[{i}].action", action, "'start' first, then one of " + ", ".join(LOG_ACTIONS[1:]))
         _check_params(action, _get(entry, "params", f"entries[{i}]"), f"entries[{i}].params", i)
     final = _get(data, "final", "")
-    if final is not None:  # None: not recorded (a journal's)
+    if not (journal and final is None):  # a journal does not record them
         _finite_array(_get(final, "weight", "final"), "final.weight", (rows, cols))

@@ -1,6 +1,7 @@
 """The file format of a session's work, saved after every action so that a browser reload or a server
 restart loses nothing: what was loaded (the settings), which student is being tuned, the selection, and
-each tuned student's whole log. Files are written atomically under ``<cache>/sessions/<session id>/``;
+each tuned student's whole log. Under ``<cache>/sessions/<session id>/``: ``session.json``, written
+atomically, and a journal per tuned student's log, appended and flushed after every action;
 the workspace writes them (:meth:`~infincond.ui.workspace.Workspace.autosave`) and restores from them
 (:meth:`~infincond.ui.workspace.Workspace.restore`: the logs replayed on the same features, read from the
 feature cache, no image pass)."""
@@ -49,9 +50,13 @@ class Autosave:
     added_concepts: list[str]
 
     @property
-    def edits(self) -> int:
-        """Actions recorded over every log (each log's first entry is the distilled student)."""
-        return sum(len(read_log(path)["entries"]) - 1 for path in self.logs.values())
+    def edits(self) -> int | None:
+        """Actions recorded over every log (each log's first entry is the distilled student); None when a
+        log cannot be read (restoring says why)."""
+        try:
+            return sum(len(read_log(path)["entries"]) - 1 for path in self.logs.values())
+        except ConfigError:
+            return None
 
 
 def write_state(folder: Path, settings, nec: int | None, selection: tuple[str, str] | None,
@@ -70,8 +75,11 @@ def write_log(folder: Path, fingerprint: str, nec: int, session, memo: dict) -> 
     (:func:`~infincond.tuning.log.write_journal`; ``memo``: the caller's, one per log). A log of the
     previous version (a whole export, ``.json``) is replaced by it."""
     path = folder / "logs" / f"{fingerprint}-nec{nec}{JOURNAL_SUFFIX}"
+    first = not memo
     write_journal(session, path, memo)
-    path.with_suffix(".json").unlink(missing_ok=True)
+    if first:
+        with storage_errors("replace an earlier autosaved log", path.with_suffix(".json")):
+            path.with_suffix(".json").unlink(missing_ok=True)
 
 
 def read(folder: Path) -> Autosave | None:
@@ -96,5 +104,6 @@ def read(folder: Path) -> Autosave | None:
 def describe(saved: Autosave) -> str:
     """One line about an autosaved session, for the restore prompt."""
     data = saved.settings.get("dataset", "?")
-    return (f"A session of yours was saved at {saved.saved_at.replace('T', ' ')} UTC: `{data}`, "
-            f"{saved.edits} tuning action(s). Restore it?")
+    edits = saved.edits
+    actions = f"{edits} tuning action(s)" if edits is not None else "a tuning log that cannot be read"
+    return f"A session of yours was saved at {saved.saved_at.replace('T', ' ')} UTC: `{data}`, {actions}. Restore it?"

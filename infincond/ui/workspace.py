@@ -72,8 +72,8 @@ class Workspace(Derived, Persistence):
     #: Runs this workspace's events one at a time (a chained refit and an Apply clicked meanwhile would
     #: otherwise edit the same session at once).
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
-    _saved: dict = field(default_factory=dict, repr=False)  # autosave: per session log, length written and text
-    # memo; "state": where the workspace stood when last written
+    _saved: dict = field(default_factory=dict, repr=False)  # autosave: per session log, length written and
+    # journal memo; "state": where the workspace stood when last written
     default_sweep = DEFAULT_SWEEP
 
     @property
