@@ -74,6 +74,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
     return path
 
 
+def write_fully(handle: int, data, at: int | None = None) -> None:
+    """Write all of ``data`` (bytes-like, contiguous) to the file descriptor ``handle``: at byte ``at``, or
+    where the file's position is (its end, when opened to append). One write may take only part of it."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(handle, view) if at is None else os.pwrite(handle, view, at)
+        view = view[written:]
+        at = None if at is None else at + written
+
+
 def file_identity(path: str | os.PathLike) -> tuple[int, int, int] | None:
     """(device, inode, size) of the file at ``path``; None when there is none."""
     try:
@@ -98,9 +108,7 @@ def append_durably(path: str | os.PathLike, data: bytes, identity: tuple[int, in
             st = os.fstat(handle)
             if identity is None or (st.st_dev, st.st_ino, st.st_size) != tuple(identity):
                 return None
-            view = memoryview(data)
-            while view:
-                view = view[os.write(handle, view):]
+            write_fully(handle, data)
             getattr(os, "fdatasync", os.fsync)(handle)
             return st.st_dev, st.st_ino, st.st_size + len(data)
         finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StorageError
-from ..storage import atomic_write, atomic_write_text, storage_errors
+from ..storage import atomic_write, atomic_write_text, storage_errors, write_fully
 
 MANIFEST = "manifest.json"
 #: How the store lays its files out (a store of another layout is not resumed).
@@ -131,11 +131,7 @@ class ShardStore:
             for name, array in arrays.items():
                 fd, offset, row_bytes = self._file(name)
                 for begin, end in runs:
-                    data = memoryview(np.ascontiguousarray(array[begin:end])).cast("B")
-                    at = offset + int(positions[begin]) * row_bytes
-                    while len(data):  # os.pwrite may write part of a large buffer
-                        written = os.pwrite(fd, data, at)
-                        data, at = data[written:], at + written
+                    write_fully(fd, np.ascontiguousarray(array[begin:end]), offset + int(positions[begin]) * row_bytes)
 
     def seal(self, index: int, positions: np.ndarray, failed: list[tuple[int, str]]) -> None:
         """Mark shard ``index`` complete: its rows (already written) to disk, then its record, atomically."""

@@ -171,14 +171,17 @@ def write_journal(session, path: str | os.PathLike, memo: dict) -> None:
         for kept, entry in zip(written, log, strict=False))
     identity = memo.get("identity")
     memo.clear()  # until this write is complete, the next one starts afresh
+
+    def lines(entries: list, header: bool = False) -> bytes:
+        return journal_lines(([log_text(_header(session), indent=None)] if header else [])
+                             + [log_text(entry.fields(), indent=None) for entry in entries])
+
     if not fresh and len(log) > len(written):
-        identity = append_durably(path, journal_lines([log_text(e.fields(), indent=None) for e in log[len(written):]]),
-                                  identity)
+        identity = append_durably(path, lines(log[len(written):]), identity)
         fresh = identity is None
     if fresh:
-        lines = journal_lines([log_text(_header(session), indent=None)]
-                              + [log_text(entry.fields(), indent=None) for entry in log])
-        atomic_write(path, lambda handle: handle.write(lines))
+        whole = lines(log, header=True)
+        atomic_write(path, lambda handle: handle.write(whole))
         identity = file_identity(path)
     memo.update(session=session, identity=identity,
                 written=[(entry, entry.metrics_before, entry.metrics_after) for entry in log])

@@ -6,6 +6,7 @@ restore it."""
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import secrets
 from collections.abc import Callable
@@ -72,6 +73,15 @@ def cached_data_model_schemas() -> None:
         base.model_json_schema = classmethod(model_json_schema)
 
 
+@functools.cache
+def pictures_served_in_place() -> None:
+    """The pictures are files written once and never changed (:func:`.pictures.drawn_once`): served from where
+    they are. Any other file Gradio is returned, it hashes (reads) and copies into its cache on every event
+    that returns it again: half of a select's server time went to its 13 pictures. Once per process: Gradio
+    adds to its list of static paths on every call, and checks each returned file against all of them."""
+    gr.set_static_paths([thumbnail_folder()])
+
+
 def launch_kwargs() -> dict:
     """Arguments for ``demo.launch``: the theme and CSS (Gradio 6 takes them there), and the host a Space needs."""
     kwargs = {"theme": gr.themes.Soft(), "css": CSS}
@@ -90,10 +100,7 @@ def build_app(presets: dict[str, LoadSettings] | None = None, cache_dir: str | o
     FeatureSet with it)."""
     one_blas_thread()
     cached_data_model_schemas()
-    # The pictures are files written once and never changed (:func:`.pictures.drawn_once`): served from where
-    # they are. Any other file Gradio is returned, it hashes (reads) and copies into its cache on every event
-    # that returns it again: half of a select's server time went to its 13 pictures.
-    gr.set_static_paths([thumbnail_folder()])
+    pictures_served_in_place()
     # Gradio recomputes its monitoring summary (a DataFrame of up to 10,000 past events, grouped) after every
     # event by default: 7% of the server's busy time in a select / undo loop. Every 500 events is plenty.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "500")

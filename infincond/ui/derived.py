@@ -67,11 +67,17 @@ class Derived:
             cache[name] = compute()
         return cache[name]
 
-    def _for_features(self, name: str, compute):
+    def _for_features(self, name: str, compute, item: Hashable = None):
         """``compute()`` kept for every session on these features (by their fingerprint, which covers the
-        concepts added); made afresh for features without one."""
+        concepts added); made afresh for features without one. With ``item``, one of many (a concept's):
+        kept in one entry per features, so that they do not push the others out of the bounded cache."""
         fingerprint = self.features.fingerprint
-        return self.shared.get("derived", (name, fingerprint), compute) if fingerprint else compute()
+        if item is None:
+            return self.shared.get("derived", (name, fingerprint), compute) if fingerprint else compute()
+        kept = self.shared.get("derived", (name, fingerprint), dict) if fingerprint else {}
+        if item not in kept:
+            kept[item] = compute()
+        return kept[item]
 
     def influence(self) -> np.ndarray:
         """Influence (C, K) of each concept on each class (weight x mean presence on the class's images)."""
@@ -132,10 +138,8 @@ class Derived:
 
     def concept_images(self, concept: int) -> np.ndarray:
         """Positions of the images where ``concept`` is most present (the same for every student)."""
-        kept = self._for_features("images", dict)  # one entry per features, not per concept: the others stay
-        if int(concept) not in kept:
-            kept[int(concept)] = images_with_concept(self.features, int(concept), CONCEPT_IMAGES)
-        return kept[int(concept)]
+        return self._for_features("images", lambda: images_with_concept(self.features, int(concept), CONCEPT_IMAGES),
+                                  int(concept))
 
     def heatmap_order(self) -> list[int]:
         """The concepts (indices) of the heatmap's rows: the ``heat_n`` most influential on any class, or on
@@ -150,10 +154,7 @@ class Derived:
         """The proxies of the selected concept (what removing it holds at 0), with their correlation."""
         self.require("selection")
         concept = self.session.concepts[self.concept]  # a property of the features: kept for every session
-        kept = self._for_features("proxies", dict)
-        if concept not in kept:
-            kept[concept] = self.session.proxies(concept)
-        return kept[concept]
+        return self._for_features("proxies", lambda: self.session.proxies(concept), concept)
 
     def images_of(self, positions) -> list[Image.Image] | None:
         """The dataset images at FeatureSet positions, found by their dataset rows (rows whose image could

@@ -19,9 +19,14 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _cells(rows: Sequence[dict], columns) -> list[list]:
+    """``rows`` (one dict per row, a value per column; missing ones empty) as lists of plain values."""
+    return [[_plain(row.get(column)) for column in columns] for row in rows]
+
+
 def table(rows: Sequence[dict], columns: Sequence[str]) -> dict:
-    """``rows`` (one dict per row, a value per column; missing ones empty) as a table with these headers."""
-    return {"headers": list(columns), "data": [[_plain(row.get(column)) for column in columns] for row in rows]}
+    """``rows`` (dicts, see :func:`_cells`) as a table with these headers."""
+    return {"headers": list(columns), "data": _cells(rows, columns)}
 
 
 def plot(rows: Sequence[dict], columns: dict[str, str], mark: str) -> dict:
@@ -29,8 +34,7 @@ def plot(rows: Sequence[dict], columns: dict[str, str], mark: str) -> dict:
     "nominal"), ``mark`` is the plot's ("bar", "line")."""
     if not rows:  # no columns either, as Gradio makes of an empty frame: a plot whose first value had typed
         columns = {}  # columns and no rows drew its later bars without colour (test_browser checks the fill)
-    return {"columns": list(columns), "data": [[_plain(row.get(column)) for column in columns] for row in rows],
-            "datatypes": dict(columns), "mark": mark}
+    return {"columns": list(columns), "data": _cells(rows, columns), "datatypes": dict(columns), "mark": mark}
 
 
 def influence_table(concepts: Sequence[str], classes: Sequence[str], values: np.ndarray, selected_row: int | None,
